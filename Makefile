@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` and `make test` (both create .venv when missing).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUNS ?= runs
+
+.PHONY: setup demo test test-fast lint format bench wheel-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job end to end on the embedded digits dataset: train, then every later stage.
+demo: $(STAMP)
+	$(BIN)/keras-edge train digits-cnn --runs-dir $(RUNS) --force
+	$(BIN)/keras-edge predict $(RUNS)/digits-cnn samples/digits/digit-3.png samples/digits/digit-7.png
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check toolkit tests samples bench
+	$(BIN)/ruff format --check toolkit tests samples bench
+
+format: $(STAMP)
+	$(BIN)/ruff format toolkit tests samples bench
+	$(BIN)/ruff check --fix toolkit tests samples bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py --out bench/RESULTS.md
+
+# Build the wheel, install it in a scratch venv, and use the installed CLI from elsewhere.
+wheel-check: $(STAMP)
+	bash bench/wheel_check.sh
+
+clean:
+	rm -rf build dist .pytest_cache $(RUNS)

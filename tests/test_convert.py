@@ -1,0 +1,282 @@
+"""Every row of the format table converts, loads in its runtime and stays close to Keras."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolkit.convert import FORMATS, convert, formats, select
+from toolkit.errors import UserError
+
+keras = pytest.importorskip("keras")
+
+N_CLASSES = 3
+
+
+def stripe_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """3 classes a 3x3 conv + global pooling can separate: vertical, horizontal stripes, noise.
+
+    Raw pixel values in 0..255 so the model's Rescaling layer matters for quantization.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N_CLASSES, n)
+    x = rng.uniform(0, 60, (n, 16, 16, 1))
+    stripes = (np.arange(16) // 2 % 2) * 150.0
+    x[y == 0] += stripes[None, None, :, None]
+    x[y == 1] += stripes[None, :, None, None]
+    return x.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def cnn() -> tuple[object, np.ndarray, np.ndarray]:
+    """A tiny trained CNN (Rescaling, Conv, BN, ReLU, GAP, Dense) and held-out data."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 1), name="image")
+    h = keras.layers.Rescaling(1 / 255.0)(inp)
+    h = keras.layers.Conv2D(4, 3, padding="same")(h)
+    h = keras.layers.BatchNormalization(momentum=0.9)(h)
+    h = keras.layers.ReLU()(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    out = keras.layers.Dense(N_CLASSES, activation="softmax")(h)
+    model = keras.Model(inp, out)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    x, y = stripe_images(512, seed=0)
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    x_test, y_test = stripe_images(200, seed=1)
+    accuracy = (np.asarray(model(x_test, training=False)).argmax(1) == y_test).mean()
+    assert accuracy >= 0.9, f"fixture model did not learn (inference accuracy {accuracy})"
+    return model, x_test, y_test
+
+
+@pytest.fixture(scope="module")
+def tabular() -> tuple[object, np.ndarray]:
+    """A Dense-only model on 8 features (no conv): the other common edge shape."""
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 1).astype(int)
+    inp = keras.Input((8,))
+    h = keras.layers.Dense(16, activation="relu")(inp)
+    out = keras.layers.Dense(N_CLASSES, activation="softmax")(h)
+    model = keras.Model(inp, out)
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    return model, x
+
+
+@pytest.fixture(scope="module")
+def exported(cnn, tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """Every artifact in the table, converted once for the module."""
+    model, x, _ = cnn
+    out_dir = tmp_path_factory.mktemp("export")
+    paths = {f.name: convert(model, f, out_dir, calibration=x[:100]) for f in FORMATS}
+    return out_dir, paths
+
+
+def reference(cnn) -> np.ndarray:
+    model, x, _ = cnn
+    return np.asarray(model(x, training=False))
+
+
+PROVIDERS = {
+    "keras": ("tensorflow",),
+    "tflite": ("xnnpack", "reference"),
+    "onnx": ("CPUExecutionProvider",),
+}
+CASES = [(f.name, provider) for f in FORMATS for provider in PROVIDERS[f.format]]
+
+
+@pytest.mark.parametrize(("name", "provider"), CASES)
+def test_every_artifact_runs_close_to_keras(cnn, exported, name, provider):
+    from toolkit.runtimes import open_runner
+
+    _, paths = exported
+    fmt = formats.get(name)
+    with open_runner(paths[name], provider=provider) as runner:
+        assert runner.name == fmt.runtime
+        out = runner.predict(cnn[1])
+    ref = reference(cnn)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    diff = float(np.abs(out - ref).max())
+    agreement = float((out.argmax(1) == ref.argmax(1)).mean())
+    print(f"{name}/{provider}: max_abs_diff={diff:.2e} agreement={agreement:.3f}")
+    if fmt.precision == "fp32":
+        assert diff < 1e-4
+    elif fmt.precision == "fp16":
+        assert diff < 1e-2
+    else:
+        assert agreement >= 0.9
+        assert diff < 0.2
+
+
+def test_int8_tflite_has_quantized_io_and_runner_dequantizes(cnn, exported):
+    from toolkit.runtimes import open_runner
+
+    _, paths = exported
+    expected = {"tflite-int8": "int8", "tflite-uint8": "uint8", "tflite-int16x8": "int16",
+                "tflite-int8-float-io": "float32"}  # fmt: skip
+    for name, dtype in expected.items():
+        with open_runner(paths[name]) as runner:
+            assert runner.inputs[0].dtype == dtype, name
+            assert runner.outputs[0].dtype == dtype, name
+            if dtype != "float32":
+                scale, _zero_point = runner.inputs[0].quantization
+                assert scale > 0
+                assert runner.outputs[0].quantization is not None
+            out = runner.predict(cnn[1][:5])
+            assert out.dtype == np.float32
+            np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=0.05)  # softmax survived
+
+
+def test_onnx_artifacts_have_symbolic_batch_and_qdq(exported):
+    import onnx
+
+    _, paths = exported
+    for name in ("onnx-fp32", "onnx-fp16", "onnx-int8", "onnx-dynamic"):
+        proto = onnx.load(str(paths[name]))
+        assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N", name
+        assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT, name
+    ops = {n.op_type for n in onnx.load(str(paths["onnx-int8"])).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_export_dir_holds_only_artifacts(exported):
+    out_dir, paths = exported
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(f.filename for f in FORMATS)
+    assert all(p.parent == out_dir and p.stat().st_size > 0 for p in paths.values())
+
+
+def test_tabular_model_converts(tabular, tmp_path):
+    from toolkit.runtimes import open_runner
+
+    model, x = tabular
+    ref = np.asarray(model(x, training=False))
+    for name in ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"):
+        path = convert(model, name, tmp_path, calibration=x[:100])
+        with open_runner(path) as runner:
+            out = runner.predict(x)
+        agreement = (out.argmax(1) == ref.argmax(1)).mean()
+        assert agreement >= 0.9, (name, agreement)
+        if name.endswith("fp32"):
+            assert np.abs(out - ref).max() < 1e-4
+
+
+def test_missing_or_bad_calibration_is_a_user_error(cnn, tmp_path):
+    from toolkit.convert.onnx import export_onnx
+    from toolkit.convert.tflite import export_tflite
+
+    model, x, _ = cnn
+    with pytest.raises(UserError, match="needs calibration"):
+        convert(model, "tflite-int8", tmp_path)
+    with pytest.raises(UserError, match="needs calibration"):
+        export_tflite(model, tmp_path / "m.tflite", "uint8")
+    with pytest.raises(UserError, match=r"shape \(N, 16, 16, 1\); got \(10, 16, 16\)"):
+        export_onnx(model, tmp_path / "m.onnx", "int8", calibration=x[:10, ..., 0])
+    with pytest.raises(UserError, match="ending in .tflite"):
+        export_tflite(model, tmp_path / "m.onnx", "fp32")
+    with pytest.raises(UserError, match="tflite has no 'int4'"):
+        export_tflite(model, tmp_path / "m.tflite", "int4")
+    with pytest.raises(UserError, match="directory does not exist"):
+        export_onnx(model, tmp_path / "missing" / "m.onnx")
+    with pytest.raises(UserError, match="built Keras model"):
+        export_tflite(object(), tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    from toolkit.convert import calibration
+
+    target = tmp_path / "model.tflite"
+    calibration.atomic_write_bytes(target, b"old")
+
+    def boom(*_args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(calibration.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        calibration.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
+
+
+def test_layer_sensitivity_and_selective_int8(cnn, tmp_path):
+    from toolkit.convert.tflite import export_tflite, layer_sensitivity
+    from toolkit.runtimes import open_runner
+
+    model, x, _ = cnn
+    rows = layer_sensitivity(model, x[:32])
+    assert rows and {"op_name", "tensor_name", "scale", "rmse_over_scale"} <= rows[0].keys()
+    scores = [r["rmse_over_scale"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    for precision, dtype in (("int8", "int8"), ("uint8", "uint8"), ("int8-float-io", "float32")):
+        path = export_tflite(
+            model,
+            tmp_path / f"keep-float-{precision}.tflite",
+            precision,
+            calibration=x[:64],
+            denylisted_ops=["FULLY_CONNECTED"],
+        )
+        with open_runner(path) as runner:
+            assert runner.inputs[0].dtype == dtype
+            out = runner.predict(x)
+        assert (out.argmax(1) == reference(cnn).argmax(1)).mean() >= 0.9
+    with pytest.raises(UserError, match="apply to int8"):
+        export_tflite(model, tmp_path / "x.tflite", "fp16", denylisted_ops=["CONV_2D"])
+
+
+def test_onnx_nodes_to_exclude(cnn, tmp_path):
+    import onnx
+
+    from toolkit.convert.onnx import export_onnx
+
+    model, x, _ = cnn
+    fp32 = onnx.load(str(export_onnx(model, tmp_path / "f.onnx")))
+    conv = next(n.name for n in fp32.graph.node if n.op_type == "Conv")
+    path = export_onnx(model, tmp_path / "q.onnx", "int8", calibration=x[:32],
+                       nodes_to_exclude=[conv])  # fmt: skip
+    quantized = onnx.load(str(path))
+    conv_inputs = next(n.input for n in quantized.graph.node if n.op_type == "Conv")
+    producers = {o: n.op_type for n in quantized.graph.node for o in n.output}
+    assert producers.get(conv_inputs[1]) != "DequantizeLinear"  # weights kept float
+
+
+def test_select_builds_lists_and_rejects_bad_combos():
+    assert [f.name for f in select(["onnx"], ["int8"])] == ["onnx-int8"]
+    assert {f.name for f in select(None, ["int8"])} == {"tflite-int8", "onnx-int8"}
+    assert select() == list(FORMATS)
+    assert [f.name for f in select(["tflite-uint8", "onnx-fp16"])] == [
+        "tflite-uint8",
+        "onnx-fp16",
+    ]
+    assert len({f.name for f in FORMATS}) == len(FORMATS)
+    with pytest.raises(
+        UserError, match="onnx has no int16x8 precision; onnx precisions: fp32, fp16, int8, dynamic"
+    ):
+        select(["onnx"], ["int16x8"])
+    with pytest.raises(UserError, match="unknown format 'tflit'.*did you mean 'tflite'"):
+        select(["tflit"])
+    with pytest.raises(UserError, match="unknown precision 'int4'"):
+        select(["tflite"], ["int4"])
+    with pytest.raises(UserError, match="unknown artifact 'tflite-int4'"):
+        select(["tflite-int4"])
+    with pytest.raises(UserError, match="keras has no int8"):
+        select(["keras"], ["int8"])
+    assert "tflite-int16x8" in formats.help_table()
+
+
+def test_imports_stay_light():
+    code = (
+        "import sys, toolkit.convert, toolkit.runtimes, toolkit.convert.formats;"
+        "heavy = {'tensorflow', 'onnxruntime', 'keras', 'onnx', 'tf2onnx'} & set(sys.modules);"
+        "assert not heavy, heavy"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

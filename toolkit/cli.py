@@ -1,0 +1,105 @@
+"""The `keras-edge` command: a thin face over the stage functions.
+
+One error policy for every command: a `UserError` prints one line on stderr and exits 2, a
+`GateFailed` exits 1, `--debug` shows the traceback, anything else is a bug and keeps its
+traceback. Commands live in toolkit/commands/ and are registered in `COMMAND_MODULES` only.
+Nothing here imports TensorFlow: `keras-edge --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from toolkit.errors import GateFailed, UserError
+
+# The one place commands are registered: each module has `register(app)`.
+COMMAND_MODULES = (
+    "toolkit.commands.train_cmd",
+    "toolkit.commands.catalog_cmd",
+    "toolkit.commands.predict_cmd",
+)
+
+
+class _State:
+    debug = bool(os.environ.get("KERAS_EDGE_DEBUG"))
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+
+
+def guarded(fn: Callable[..., Any], *, heavy: bool = True) -> Callable[..., Any]:
+    """Wrap a command so user errors become one line and an exit code.
+
+    `heavy` commands need TensorFlow: import it up front without its C++ start-up noise.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            if heavy and not _State.debug:
+                from toolkit.quiet import import_tensorflow_quietly
+
+                import_tensorflow_quietly()
+            return fn(*args, **kwargs)
+        except (UserError, GateFailed) as err:
+            if _State.debug:
+                raise
+            _err(str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            _err("interrupted; nothing half-written was left behind")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+app = typer.Typer(
+    name="keras-edge",
+    help="From data to a Keras model running on a phone or a Raspberry Pi, int8 accuracy proven "
+    "in the runtime that runs it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from toolkit import __version__
+
+        typer.echo(f"keras-edge-toolkit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    if debug:
+        _State.debug = True
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app, guarded)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ chatter is not for users
+    app(prog_name="keras-edge")
+
+
+if __name__ == "__main__":
+    main()

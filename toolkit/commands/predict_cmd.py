@@ -1,0 +1,168 @@
+"""`keras-edge predict ARTIFACT INPUT...` and `keras-edge inspect ARTIFACT`.
+
+Both work on any artifact the runtimes can open: a run directory or .keras file, a .tflite
+(LiteRT) or an .onnx (ONNX Runtime) file, so a user can check a converted file directly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from toolkit.errors import UserError
+
+
+def resolve_artifact(path: Path) -> Path:
+    """A run directory means its model.keras; anything else must be an existing file."""
+    if path.is_dir():
+        model = path / "model.keras"
+        if model.is_file():
+            return model
+        raise UserError(f"{path} is a directory without model.keras; give a model file")
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    return path
+
+
+def _labels(spec: dict[str, Any] | None, n: int) -> list[str]:
+    labels = (spec or {}).get("labels") or []
+    return labels if len(labels) == n else [str(i) for i in range(n)]
+
+
+def predict_command(
+    artifact: Path = typer.Argument(..., help="Run dir, .keras, .tflite or .onnx file."),
+    inputs: list[Path] = typer.Argument(..., help="Images, .npy arrays or .csv tables."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="Classes to show per input."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines."),
+    provider: str | None = typer.Option(
+        None, "--provider", help="LiteRT delegate (xnnpack|reference) or ONNX Runtime provider."
+    ),
+) -> None:
+    """Run a model on input files and print the top classes (or the regression values)."""
+    import numpy as np
+
+    from toolkit.inputs import find_input_spec, load_inputs
+    from toolkit.metrics import class_probabilities
+    from toolkit.runtimes import open_runner
+
+    model_path = resolve_artifact(artifact)
+    spec = find_input_spec(model_path)
+    runner = open_runner(model_path, provider=provider)
+    try:
+        shape = tuple(int(d) for d in runner.inputs[0].shape[1:])
+        batch, names = load_inputs(inputs, shape, spec)
+        outputs = np.asarray(runner.predict(batch))
+    finally:
+        runner.close()
+    task = (spec or {}).get("task", "classification")
+    results = []
+    for name, row in zip(names, outputs, strict=True):
+        if task == "regression":
+            results.append({"input": name, "value": [float(v) for v in np.ravel(row)]})
+            continue
+        proba = class_probabilities(row[None])[0]
+        labels = _labels(spec, len(proba))
+        order = np.argsort(-proba)[:top_k]
+        top = [{"label": labels[i], "index": int(i), "score": float(proba[i])} for i in order]
+        results.append({"input": name, "top": top})
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    for item in results:
+        if "value" in item:
+            typer.echo(f"{item['input']}: {', '.join(f'{v:.4f}' for v in item['value'])}")
+        else:
+            shown = ", ".join(f"{t['label']} ({t['score']:.3f})" for t in item["top"])
+            typer.echo(f"{item['input']}: {shown}")
+
+
+def _details(path: Path) -> dict[str, Any]:
+    """Format-specific facts: params/layers for Keras, ops for TFLite and ONNX."""
+    from collections import Counter
+
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        ops = Interpreter(model_path=str(path))._get_ops_details()  # no public op list API
+        return {"ops": dict(Counter(op["op_name"] for op in ops))}
+    if suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        ops = Counter(node.op_type for node in model.graph.node)
+        opset = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+        return {"ops": dict(ops), "opset": opset, "producer": model.producer_name}
+    return {}
+
+
+def inspect_command(
+    artifact: Path = typer.Argument(..., help="Run dir, .keras, .tflite or .onnx file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show an artifact's inputs, outputs (dtype, quantization), size, ops and input spec."""
+    import hashlib
+    from dataclasses import asdict
+
+    from toolkit.inputs import find_input_spec
+    from toolkit.runtimes import open_runner
+
+    path = resolve_artifact(artifact)
+    runner = open_runner(path)
+    try:
+        info: dict[str, Any] = {
+            "path": str(path),
+            "runtime": runner.name,
+            "size_bytes": path.stat().st_size,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "inputs": [asdict(t) for t in runner.inputs],
+            "outputs": [asdict(t) for t in runner.outputs],
+        }
+        if runner.name == "keras":
+            info["params"] = int(runner.model.count_params())
+            info["layers"] = len(runner.model.layers)
+    finally:
+        runner.close()
+    info.update(_details(path))
+    info["input_spec"] = find_input_spec(path)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    out = Console()
+    table = Table(title=str(path), header_style="bold", show_lines=False)
+    table.add_column("tensor")
+    table.add_column("name")
+    table.add_column("shape")
+    table.add_column("dtype")
+    table.add_column("quantization (scale, zero point)")
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            q = t.get("quantization")
+            table.add_row(kind[:-1], t["name"], str(t["shape"]), t["dtype"], str(q) if q else "")
+    out.print(table)
+    out.print(f"runtime {info['runtime']}, {info['size_bytes']:,} bytes, sha256 {info['sha256']}")
+    if "params" in info:
+        out.print(f"{info['params']:,} parameters in {info['layers']} layers")
+    if info.get("ops"):
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(info["ops"].items()))
+        out.print(f"ops: {ops}", highlight=False)
+    spec = info["input_spec"]
+    if spec:
+        labels = spec.get("labels") or []
+        out.print(
+            f"input spec: {spec.get('kind')} {spec.get('task')}, raw shape {spec.get('shape')}, "
+            f"value range {spec.get('value_range')}, normalize {spec.get('normalize')}, "
+            f"{len(labels)} labels",
+            highlight=False,
+        )
+
+
+def register(app: typer.Typer, guarded: Callable[..., Any]) -> None:
+    app.command("predict")(guarded(predict_command))
+    app.command("inspect")(guarded(inspect_command))

@@ -1,0 +1,88 @@
+"""What every exporter checks first: the model, the calibration array; and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import UserError
+
+
+def check_model(model: Any) -> Any:
+    """Accept a built Keras model (or a path to a `.keras` file, loaded in safe mode)."""
+    if isinstance(model, (str, Path)):
+        import keras
+
+        path = Path(model)
+        if not path.is_file():
+            raise UserError(f"Keras model not found: {path}")
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    if not hasattr(model, "inputs") or not getattr(model, "built", True) or not model.inputs:
+        raise UserError(
+            "expected a built Keras model with known inputs (functional, or sequential "
+            f"with an Input); got {type(model).__name__}"
+        )
+    if len(model.inputs) != 1:
+        raise UserError(f"expected a single-input model; got {len(model.inputs)} inputs")
+    return model
+
+
+def default_input_shape(model: Any, batch: int | None = 1) -> list[int | None]:
+    """The model's input shape with the batch dim set to `batch` (None = dynamic)."""
+    shape = list(model.inputs[0].shape)[1:]
+    if any(d is None for d in shape):
+        raise UserError(
+            f"model input has dynamic non-batch dimensions {tuple(model.inputs[0].shape)}; "
+            "pass an explicit input_signature with fixed sizes"
+        )
+    return [batch, *(int(d) for d in shape)]
+
+
+def check_calibration(
+    calibration: np.ndarray | None, input_shape: Sequence[int | None], artifact: str
+) -> np.ndarray:
+    """A float32 (N, *input_shape[1:]) array, or a UserError that says what was wrong."""
+    if calibration is None:
+        raise UserError(
+            f"{artifact} needs calibration data (representative raw inputs, a few hundred "
+            "samples) and none was given"
+        )
+    data = np.asarray(calibration)
+    expected = tuple(int(d) for d in list(input_shape)[1:])
+    if data.ndim != len(expected) + 1 or tuple(data.shape[1:]) != expected:
+        raise UserError(
+            f"{artifact}: calibration data must have shape (N, {', '.join(map(str, expected))}); "
+            f"got {data.shape}"
+        )
+    if len(data) == 0:
+        raise UserError(f"{artifact}: calibration data is empty")
+    if not np.issubdtype(data.dtype, np.number) or not np.all(np.isfinite(data)):
+        raise UserError(f"{artifact}: calibration data must be finite numbers")
+    return data.astype(np.float32, copy=False)
+
+
+def atomic_write_bytes(filepath: str | Path, content: bytes) -> Path:
+    """Write via a temp file in the same directory + os.replace: no half-written artifact."""
+    filepath = Path(filepath)
+    fd, tmp = tempfile.mkstemp(prefix=f".{filepath.name}.", suffix=".tmp", dir=filepath.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+        os.replace(tmp, filepath)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return filepath
+
+
+def temp_path_beside(filepath: str | Path, suffix: str) -> Path:
+    """A fresh temp file name next to `filepath`, for tools that insist on writing paths."""
+    filepath = Path(filepath)
+    fd, tmp = tempfile.mkstemp(prefix=f".{filepath.stem}.", suffix=suffix, dir=filepath.parent)
+    os.close(fd)
+    return Path(tmp)

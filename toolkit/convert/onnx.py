@@ -1,0 +1,194 @@
+"""Keras 3 model -> `.onnx` at fp32, fp16, static int8 (QDQ) or dynamic int8.
+
+tf2onnx converts the float graph from an explicit input signature; the other precisions are
+post-processing of that ONNX file with onnxconverter-common and onnxruntime.quantization, so
+every ONNX artifact starts from the same graph. The batch dimension is symbolic ("N").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.convert.calibration import (
+    atomic_write_bytes,
+    check_calibration,
+    check_model,
+    default_input_shape,
+    temp_path_beside,
+)
+from toolkit.errors import UserError
+
+PRECISIONS = ("fp32", "fp16", "int8", "dynamic")
+BATCH_DIM = "N"
+_CALIBRATION_BATCH = 16
+log = logging.getLogger(__name__)
+
+
+def _to_onnx_fp32(model: Any, input_signature: Sequence[Any] | None, opset: int) -> Any:
+    """tf2onnx on the Keras model; a tf.function wrapper if `from_keras` rejects it."""
+    import tensorflow as tf
+    import tf2onnx
+
+    if input_signature is None:
+        shape = default_input_shape(model, batch=None)
+        input_signature = (tf.TensorSpec(shape, tf.float32, name="input"),)
+    signature = tuple(input_signature)
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+        return proto
+    except Exception as exc:  # some Keras 3 graphs trip from_keras; from_function holds up
+        log.info("tf2onnx.from_keras failed (%s); retrying with from_function", exc)
+
+    @tf.function(input_signature=signature)
+    def serve(*args: Any) -> Any:
+        return model(args[0] if len(args) == 1 else list(args), training=False)
+
+    try:
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
+    except Exception as exc:
+        raise UserError(f"ONNX conversion (tf2onnx, opset {opset}) failed: {exc}") from exc
+    return proto
+
+
+def _symbolic_batch(proto: Any) -> Any:
+    """Name the leading dim of every graph input/output "N" so any batch size runs."""
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = BATCH_DIM
+    return proto
+
+
+def _calibration_reader(input_name: str, data: np.ndarray) -> Any:
+    """A CalibrationDataReader over the array, in small batches (the batch dim is symbolic)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class ArrayReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._iter = self._batches()
+
+        def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+            for start in range(0, len(data), _CALIBRATION_BATCH):
+                yield {input_name: data[start : start + _CALIBRATION_BATCH]}
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._iter, None)
+
+        def rewind(self) -> None:
+            self._iter = self._batches()
+
+    return ArrayReader()
+
+
+def _quantize_static(
+    fp32_path: Path,
+    out_path: Path,
+    calibration: np.ndarray,
+    input_name: str,
+    nodes_to_exclude: Sequence[str] | None,
+) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    source = fp32_path
+    prepped = temp_path_beside(out_path, ".prep.onnx")
+    try:
+        try:  # shape inference + graph cleanup; optional, the quantizer runs without it
+            quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
+            source = prepped
+        except Exception as exc:
+            log.info("quant_pre_process skipped: %s", exc)
+        quantize_static(
+            str(source),
+            str(out_path),
+            _calibration_reader(input_name, calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude or []),
+        )
+    finally:
+        prepped.unlink(missing_ok=True)
+
+
+def _quantize_dynamic(
+    fp32_path: Path, out_path: Path, nodes_to_exclude: Sequence[str] | None
+) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(fp32_path),
+        str(out_path),
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(nodes_to_exclude or []),
+    )
+
+
+def export_onnx(
+    model: Any,
+    filepath: str | Path,
+    precision: str = "fp32",
+    *,
+    calibration: np.ndarray | None = None,
+    opset: int = 17,
+    nodes_to_exclude: Sequence[str] | None = None,
+    input_signature: Sequence[Any] | None = None,
+) -> Path:
+    """Convert a Keras model to an `.onnx` file at `precision`; return the written path.
+
+    Args:
+        model: a built Keras 3 model.
+        filepath: where to write; the parent directory must exist. Written atomically.
+        precision: one of PRECISIONS.
+        calibration: float32 raw inputs (N, *input_shape), required for "int8".
+        opset: ONNX opset for tf2onnx (13..18 are sensible).
+        nodes_to_exclude: ONNX node names to keep float in "int8"/"dynamic".
+        input_signature: tf.TensorSpec tuple; default is the model's input, batch None.
+    """
+    import onnx
+
+    model = check_model(model)
+    filepath = Path(filepath)
+    if filepath.suffix != ".onnx":
+        raise UserError(f"expected a filepath ending in .onnx; got {str(filepath)!r}")
+    if not filepath.parent.is_dir():
+        raise UserError(f"output directory does not exist: {filepath.parent}")
+    if precision not in PRECISIONS:
+        raise UserError(f"onnx has no {precision!r} precision; choose one of {PRECISIONS}")
+    if not isinstance(opset, int) or not 9 <= opset <= 21:
+        raise UserError(f"opset must be an integer between 9 and 21; got {opset!r}")
+    if nodes_to_exclude and precision not in ("int8", "dynamic"):
+        raise UserError(f"nodes_to_exclude applies to int8 and dynamic; got {precision!r}")
+    if precision == "int8":
+        shape = default_input_shape(model, batch=None)
+        calibration = check_calibration(calibration, shape, "onnx-int8")
+
+    proto = _symbolic_batch(_to_onnx_fp32(model, input_signature, opset))
+    if precision == "fp32":
+        return atomic_write_bytes(filepath, proto.SerializeToString())
+    if precision == "fp16":
+        from onnxconverter_common import float16
+
+        half = float16.convert_float_to_float16(proto, keep_io_types=True)
+        return atomic_write_bytes(filepath, half.SerializeToString())
+
+    fp32_tmp = temp_path_beside(filepath, ".fp32.onnx")
+    out_tmp = temp_path_beside(filepath, ".q.onnx")
+    try:
+        onnx.save(proto, str(fp32_tmp))
+        if precision == "int8":
+            input_name = proto.graph.input[0].name
+            _quantize_static(fp32_tmp, out_tmp, calibration, input_name, nodes_to_exclude)
+        else:
+            _quantize_dynamic(fp32_tmp, out_tmp, nodes_to_exclude)
+        out_tmp.replace(filepath)
+    finally:
+        fp32_tmp.unlink(missing_ok=True)
+        out_tmp.unlink(missing_ok=True)
+    return filepath

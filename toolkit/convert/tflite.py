@@ -1,0 +1,277 @@
+"""Keras 3 model -> `.tflite` at any precision in the format table.
+
+The converter is always built from a concrete function with an explicit input signature
+(`TFLiteConverter.from_concrete_functions`): it is the route that holds up on Keras 3 models,
+where `from_keras_model` breaks on some graphs. Batch is fixed at 1 by default, which is what
+edge delegates (XNNPACK, Edge TPU, NNAPI) prefer; the Runner feeds larger batches sample by
+sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.convert.calibration import (
+    atomic_write_bytes,
+    check_calibration,
+    check_model,
+    default_input_shape,
+)
+from toolkit.errors import UserError
+
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int8-float-io", "uint8", "int16x8")
+FULL_INTEGER = ("int8", "int8-float-io", "uint8", "int16x8")
+# Precisions where some layers can be kept float through the quantization debugger.
+SELECTIVE = ("int8", "int8-float-io", "uint8")
+
+
+@contextlib.contextmanager
+def _quiet_converter() -> Iterator[None]:
+    """Hide two known-benign warnings: int8 I/O 'statistics' and the debugger's use of the
+    deprecated tf.lite.Interpreter (it only runs calibration there)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
+        yield
+
+
+def _input_signature(model: Any, input_signature: Sequence[Any] | None) -> list[Any]:
+    import tensorflow as tf
+
+    if input_signature is not None:
+        specs = list(input_signature)
+        if len(specs) != len(model.inputs) or not all(isinstance(s, tf.TensorSpec) for s in specs):
+            raise UserError(
+                f"input_signature must be a list of {len(model.inputs)} tf.TensorSpec "
+                f"(one per model input); got {input_signature!r}"
+            )
+        return specs
+    shape = default_input_shape(model, batch=1)
+    return [tf.TensorSpec(shape, tf.float32, name="input")]
+
+
+def _concrete_function(model: Any, signature: list[Any]) -> Any:
+    import tensorflow as tf
+
+    @tf.function(input_signature=signature)
+    def serve(*args: Any) -> Any:
+        return model(args[0] if len(args) == 1 else list(args), training=False)
+
+    return serve.get_concrete_function()
+
+
+def representative_dataset(calibration: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """One float32 sample per step, as the TFLite calibrator expects."""
+    data = np.asarray(calibration, dtype=np.float32)
+
+    def gen() -> Iterator[list[np.ndarray]]:
+        for i in range(len(data)):
+            yield [data[i : i + 1]]
+
+    return gen
+
+
+def make_converter(
+    model: Any,
+    precision: str,
+    *,
+    calibration: np.ndarray | None = None,
+    input_signature: Sequence[Any] | None = None,
+) -> Any:
+    """A configured `tf.lite.TFLiteConverter` for `precision` (not yet converted).
+
+    Exposed so the quantization debugger and an accuracy-budget ladder can reuse exactly the
+    converter `export_tflite` would use.
+    """
+    import tensorflow as tf
+
+    if precision not in PRECISIONS:
+        raise UserError(f"tflite has no {precision!r} precision; choose one of {PRECISIONS}")
+    signature = _input_signature(model, input_signature)
+    if precision in FULL_INTEGER:
+        calibration = check_calibration(calibration, signature[0].shape, f"tflite-{precision}")
+    # No trackable_obj on purpose: passing the Keras 3 model there (TF 2.21) leaves its
+    # variables as uninitialised READ_VARIABLE ops and the .tflite outputs NaN.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [_concrete_function(model, signature)]
+    )
+    if precision == "fp32":
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision in FULL_INTEGER:
+        converter.representative_dataset = representative_dataset(calibration)
+        if precision == "int16x8":
+            ops = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            converter.target_spec.supported_ops = [ops]
+            converter.inference_input_type = tf.int16
+            converter.inference_output_type = tf.int16
+        else:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io_type = {"int8": tf.int8, "uint8": tf.uint8}.get(precision)
+            if io_type is not None:
+                converter.inference_input_type = io_type
+                converter.inference_output_type = io_type
+    return converter
+
+
+def quantization_debugger(
+    model: Any,
+    calibration: np.ndarray,
+    *,
+    precision: str = "int8-float-io",
+    input_signature: Sequence[Any] | None = None,
+    denylisted_nodes: Sequence[str] | None = None,
+    denylisted_ops: Sequence[str] | None = None,
+) -> Any:
+    """A `tf.lite.experimental.QuantizationDebugger` over the calibrated int8 model."""
+    import tensorflow as tf
+
+    if precision not in SELECTIVE:
+        raise UserError(
+            f"per-layer quantization control supports {', '.join(SELECTIVE)}; got {precision!r}"
+        )
+    converter = make_converter(
+        model, precision, calibration=calibration, input_signature=input_signature
+    )
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=list(denylisted_nodes) if denylisted_nodes else None,
+        denylisted_ops=list(denylisted_ops) if denylisted_ops else None,
+    )
+    with _quiet_converter():
+        return tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=representative_dataset(calibration),
+            debug_options=options,
+        )
+
+
+def layer_sensitivity(
+    model: Any,
+    calibration: np.ndarray,
+    *,
+    input_signature: Sequence[Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Per-layer int8 quantization error, most sensitive first.
+
+    Each row is the debugger's `layer_statistics_dump` CSV row (op_name, tensor_name, scale,
+    mean_squared_error, ...) plus `rmse_over_scale`: the RMS quantization error in units of
+    the layer's quantization step. Values well above ~0.3 mark layers worth keeping float;
+    pass their `tensor_name` as `denylisted_nodes` to `export_tflite`.
+    """
+    debugger = quantization_debugger(model, calibration, input_signature=input_signature)
+    with _quiet_converter():
+        debugger.run()
+    buffer = io.StringIO()
+    debugger.layer_statistics_dump(buffer)
+    buffer.seek(0)
+    rows: list[dict[str, Any]] = []
+    for row in csv.DictReader(buffer):
+        parsed: dict[str, Any] = dict(row)
+        for key, value in row.items():
+            if key not in ("op_name", "tensor_name"):
+                try:
+                    parsed[key] = float(value)
+                except (TypeError, ValueError):
+                    parsed[key] = value
+        scale = parsed.get("scale") or 0.0
+        mse = parsed.get("mean_squared_error") or 0.0
+        parsed["rmse_over_scale"] = float(np.sqrt(mse) / scale) if scale else float("inf")
+        rows.append(parsed)
+    rows.sort(key=lambda r: r["rmse_over_scale"], reverse=True)
+    return rows
+
+
+def _selective_quantize(
+    model: Any,
+    precision: str,
+    calibration: np.ndarray,
+    input_signature: Sequence[Any] | None,
+    denylisted_nodes: Sequence[str] | None,
+    denylisted_ops: Sequence[str] | None,
+) -> bytes:
+    debugger = quantization_debugger(
+        model,
+        calibration,
+        precision=precision,
+        input_signature=input_signature,
+        denylisted_nodes=denylisted_nodes,
+        denylisted_ops=denylisted_ops,
+    )
+    with _quiet_converter():  # float I/O, as the debugger makes it
+        content = debugger.get_nondebug_quantized_model()
+    if precision == "int8-float-io":
+        return content
+    # Integer I/O: strip the QUANTIZE/DEQUANTIZE at the edges, as the converter itself does.
+    import tensorflow as tf
+    from tensorflow.lite.python.util import modify_model_io_type
+
+    io_type = {"int8": tf.int8, "uint8": tf.uint8}[precision]
+    try:
+        return modify_model_io_type(content, io_type, io_type)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(
+            f"cannot give tflite-{precision} {precision} input/output with these layers kept "
+            f"float ({exc}); use precision int8-float-io instead"
+        ) from exc
+
+
+def export_tflite(
+    model: Any,
+    filepath: str | Path,
+    precision: str = "fp32",
+    *,
+    calibration: np.ndarray | None = None,
+    input_signature: Sequence[Any] | None = None,
+    denylisted_nodes: Sequence[str] | None = None,
+    denylisted_ops: Sequence[str] | None = None,
+) -> Path:
+    """Convert a Keras model to a `.tflite` file at `precision`; return the written path.
+
+    Args:
+        model: a built Keras 3 model.
+        filepath: where to write; the parent directory must exist. Written atomically.
+        precision: one of PRECISIONS.
+        calibration: float32 raw inputs (N, *input_shape) for the full-integer precisions;
+            a few hundred representative samples are enough.
+        input_signature: tf.TensorSpec list; default is the model's input with batch 1.
+        denylisted_nodes / denylisted_ops: keep these tensors / op types (e.g.
+            "FULLY_CONNECTED") float in an int8 model (see `layer_sensitivity`).
+    """
+    model = check_model(model)
+    filepath = Path(filepath)
+    if filepath.suffix != ".tflite":
+        raise UserError(f"expected a filepath ending in .tflite; got {str(filepath)!r}")
+    if not filepath.parent.is_dir():
+        raise UserError(f"output directory does not exist: {filepath.parent}")
+    if precision not in PRECISIONS:
+        raise UserError(f"tflite has no {precision!r} precision; choose one of {PRECISIONS}")
+    selective = bool(denylisted_nodes or denylisted_ops)
+    if selective and precision not in SELECTIVE:
+        raise UserError(
+            f"denylisted_nodes/denylisted_ops apply to {', '.join(SELECTIVE)}; "
+            f"got precision {precision!r}"
+        )
+    if selective:
+        content = _selective_quantize(
+            model, precision, calibration, input_signature, denylisted_nodes, denylisted_ops
+        )
+    else:
+        converter = make_converter(
+            model, precision, calibration=calibration, input_signature=input_signature
+        )
+        try:
+            with _quiet_converter():
+                content = converter.convert()
+        except Exception as exc:
+            raise UserError(f"TFLite conversion to {precision} failed: {exc}") from exc
+    return atomic_write_bytes(filepath, content)

@@ -1,0 +1,99 @@
+"""Task metrics, all computed by scikit-learn from model outputs.
+
+Used by training (metrics.json) and by validation (the same metric on every converted
+artifact), so a number means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def predicted_classes(outputs: np.ndarray) -> np.ndarray:
+    """Class indices from softmax (N, C) or sigmoid (N, 1) outputs."""
+    outputs = np.asarray(outputs)
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+        return (outputs[:, 0] >= 0.5).astype(np.int64)
+    return np.argmax(outputs.reshape(len(outputs), -1), axis=1)
+
+
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    if outputs.shape[1] == 1:
+        return np.concatenate([1.0 - outputs, outputs], axis=1)
+    return outputs
+
+
+def classification_metrics(
+    y_true: np.ndarray, outputs: np.ndarray, labels: list[str] | None = None
+) -> dict[str, Any]:
+    from sklearn import metrics
+
+    y_true = np.asarray(y_true).astype(np.int64).reshape(-1)
+    y_pred = predicted_classes(outputs)
+    proba = class_probabilities(outputs)
+    n_classes = proba.shape[1]
+    label_ids = list(range(n_classes))
+    precision, recall, f1, _ = metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=label_ids, average="macro", zero_division=0
+    )
+    result: dict[str, Any] = {
+        "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+        "precision_macro": float(precision),
+        "recall_macro": float(recall),
+        "f1_macro": float(f1),
+        "confusion_matrix": metrics.confusion_matrix(y_true, y_pred, labels=label_ids).tolist(),
+        "labels": labels or [str(i) for i in label_ids],
+        "samples": len(y_true),
+    }
+    try:
+        if n_classes == 2:
+            result["roc_auc"] = float(metrics.roc_auc_score(y_true, proba[:, 1]))
+        else:
+            safe = proba / np.clip(proba.sum(axis=1, keepdims=True), 1e-12, None)
+            result["roc_auc"] = float(
+                metrics.roc_auc_score(
+                    y_true, safe, multi_class="ovr", average="macro", labels=label_ids
+                )
+            )
+    except ValueError:  # a class absent from y_true: AUC is undefined, say so
+        result["roc_auc"] = None
+    return result
+
+
+def regression_metrics(y_true: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+    from sklearn import metrics
+
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    y_pred = np.asarray(outputs, dtype=np.float64).reshape(len(y_true), -1)
+    mse = float(metrics.mean_squared_error(y_true, y_pred))
+    return {
+        "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "r2": float(metrics.r2_score(y_true, y_pred)),
+        "samples": len(y_true),
+    }
+
+
+def task_metrics(
+    task: str, y_true: np.ndarray, outputs: np.ndarray, labels: list[str] | None = None
+) -> dict[str, Any]:
+    if task == "regression":
+        return regression_metrics(y_true, outputs)
+    return classification_metrics(y_true, outputs, labels)
+
+
+def headline(task: str) -> tuple[str, bool]:
+    """The one metric a report leads with, and whether higher is better."""
+    return ("mae", False) if task == "regression" else ("accuracy", True)
+
+
+def majority_baseline(task: str, y_train: np.ndarray, y_test: np.ndarray) -> float:
+    """What a model that ignores its input scores: the bar every recipe must clear."""
+    if task == "regression":
+        return float(np.mean(np.abs(np.asarray(y_test) - np.median(y_train))))
+    values, counts = np.unique(np.asarray(y_train), return_counts=True)
+    return float(np.mean(np.asarray(y_test) == values[np.argmax(counts)]))

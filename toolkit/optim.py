@@ -1,0 +1,93 @@
+"""Optimizers, learning-rate schedules and losses named by a recipe (registries, not if-chains)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from toolkit.errors import UserError
+
+
+def resolve_loss(loss: str, task: str, num_classes: int) -> str:
+    """`auto` -> sparse categorical CE for classes, MSE for regression; check the rest fit."""
+    if loss == "auto":
+        return "mse" if task == "regression" else "sparse_categorical_crossentropy"
+    classification = {"sparse_categorical_crossentropy", "categorical_crossentropy"}
+    if task == "regression" and (loss in classification or loss == "binary_crossentropy"):
+        raise UserError(f"train.loss {loss!r} is for classification; this dataset is regression")
+    if task == "classification" and loss in ("mse", "mae", "huber"):
+        raise UserError(f"train.loss {loss!r} is for regression; this dataset is classification")
+    if loss == "binary_crossentropy" and num_classes != 2:
+        raise UserError(f"train.loss binary_crossentropy needs 2 classes; got {num_classes}")
+    return loss
+
+
+def make_loss(name: str, label_smoothing: float) -> Any:
+    import keras
+
+    table = {
+        "sparse_categorical_crossentropy": lambda: keras.losses.SparseCategoricalCrossentropy(),
+        "categorical_crossentropy": lambda: keras.losses.CategoricalCrossentropy(
+            label_smoothing=label_smoothing
+        ),
+        "binary_crossentropy": lambda: keras.losses.BinaryCrossentropy(
+            label_smoothing=label_smoothing
+        ),
+        "mse": keras.losses.MeanSquaredError,
+        "mae": keras.losses.MeanAbsoluteError,
+        "huber": keras.losses.Huber,
+    }
+    return table[name]()
+
+
+def metrics_for(loss: str) -> list[Any]:
+    import keras
+
+    table = {
+        "sparse_categorical_crossentropy": [keras.metrics.SparseCategoricalAccuracy("accuracy")],
+        "categorical_crossentropy": [keras.metrics.CategoricalAccuracy("accuracy")],
+        "binary_crossentropy": [keras.metrics.BinaryAccuracy("accuracy")],
+    }
+    return table.get(loss, [keras.metrics.MeanAbsoluteError("mae")])
+
+
+def make_schedule(config: Any, base_lr: float, steps_per_epoch: int, epochs: int) -> Any:
+    """A keras LearningRateSchedule, or the plain float for `constant`."""
+    import keras
+
+    schedules = keras.optimizers.schedules
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(total - 1, steps_per_epoch * config.warmup_epochs)
+    if config.name == "constant":
+        if warmup:
+            raise UserError("train.schedule.warmup_epochs needs a cosine schedule")
+        return base_lr
+    if config.name == "cosine":
+        return schedules.CosineDecay(
+            initial_learning_rate=base_lr / 10 if warmup else base_lr,
+            decay_steps=max(1, total - warmup),
+            alpha=config.min_lr_fraction,
+            warmup_target=base_lr if warmup else None,
+            warmup_steps=warmup,
+        )
+    if config.name == "exponential":
+        return schedules.ExponentialDecay(base_lr, steps_per_epoch, config.decay_rate)
+    return schedules.ExponentialDecay(  # step
+        base_lr, steps_per_epoch * config.step_epochs, config.decay_rate, staircase=True
+    )
+
+
+def make_optimizer(config: Any, learning_rate: Any) -> Any:
+    import keras
+
+    opt = keras.optimizers
+    common: dict[str, Any] = {"learning_rate": learning_rate}
+    if config.clipnorm:
+        common["clipnorm"] = config.clipnorm
+    table = {
+        "adam": lambda: opt.Adam(**common),
+        "adamw": lambda: opt.AdamW(weight_decay=config.weight_decay or 1e-4, **common),
+        "sgd": lambda: opt.SGD(momentum=config.momentum, nesterov=config.nesterov, **common),
+        "rmsprop": lambda: opt.RMSprop(momentum=config.momentum, **common),
+        "adagrad": lambda: opt.Adagrad(**common),
+    }
+    return table[config.name]()

@@ -1,0 +1,28 @@
+"""Import TensorFlow without its start-up chatter on a user's terminal.
+
+TensorFlow prints CUDA probing lines ("Could not find cuda drivers", "failed call to cuInit")
+from C++ before its log level applies; on a CPU-only machine they are noise that looks like
+an error. The CLI imports TF through here once, with stderr's file descriptor muted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+def import_tensorflow_quietly() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            with contextlib.suppress(ImportError):  # a real import error resurfaces later, loudly
+                import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -1,0 +1,182 @@
+"""Recipes: one YAML file says which data, which builder and how to train.
+
+Validated with pydantic so a typo names the bad key (`train.epoch: extra key not allowed`)
+instead of being ignored. CLI flags override recipe values through `with_overrides`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from toolkit.data.base import DataSpec
+from toolkit.errors import UserError
+from toolkit.resources import resolve_yaml
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    name: str
+    image_size: tuple[int, int] | None = None
+    color_mode: Literal["grayscale", "rgb"] | None = None
+    target: str | None = None
+    task: Literal["classification", "regression"] | None = None
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+    sequence_length: int | None = Field(None, gt=0)
+    max_samples: int | None = Field(None, gt=0)
+
+    def spec(self) -> DataSpec:
+        return DataSpec(**self.model_dump())
+
+
+class AugmentConfig(_Strict):
+    """Training-only image augmentation (never part of the exported model)."""
+
+    flip: Literal["horizontal", "vertical", "horizontal_and_vertical"] | None = None
+    rotation: float = Field(0.0, ge=0, le=0.5)  # fraction of a full turn
+    zoom: float = Field(0.0, ge=0, lt=1)
+    contrast: float = Field(0.0, ge=0, lt=1)
+    translation: float = Field(0.0, ge=0, lt=1)
+
+
+class PreprocessConfig(_Strict):
+    # standardize: Normalization layer adapted on training data (mean/std per channel/feature);
+    # rescale: value range -> [0, 1]; symmetric: value range -> [-1, 1] (what MobileNet
+    # weights expect); none; auto: the builder's preference.
+    normalize: Literal["standardize", "rescale", "symmetric", "none", "auto"] = "auto"
+    augment: AugmentConfig = AugmentConfig()
+
+
+class ModelConfig(_Strict):
+    builder: str
+    args: dict[str, Any] = {}
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["adam", "adamw", "sgd", "rmsprop", "adagrad"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)  # sgd / rmsprop
+    nesterov: bool = False
+    weight_decay: float | None = Field(None, ge=0)
+    clipnorm: float | None = Field(None, gt=0)
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["constant", "cosine", "exponential", "step"] = "constant"
+    warmup_epochs: int = Field(0, ge=0)
+    decay_rate: float = Field(0.5, gt=0, le=1)  # exponential / step
+    step_epochs: int = Field(10, gt=0)  # step: decay every N epochs
+    min_lr_fraction: float = Field(0.0, ge=0, lt=1)  # cosine floor
+
+
+class EarlyStoppingConfig(_Strict):
+    monitor: str = "val_loss"
+    patience: int = Field(10, ge=1)
+    min_delta: float = 0.0
+
+
+class ReduceLRConfig(_Strict):
+    monitor: str = "val_loss"
+    patience: int = Field(4, ge=1)
+    factor: float = Field(0.5, gt=0, lt=1)
+    min_lr: float = 1e-6
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    loss: (
+        Literal[
+            "auto",
+            "sparse_categorical_crossentropy",
+            "categorical_crossentropy",
+            "binary_crossentropy",
+            "mse",
+            "mae",
+            "huber",
+        ]
+    ) = "auto"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+    dropout: float | None = Field(None, ge=0, lt=1)  # overrides the builder's default
+    early_stopping: EarlyStoppingConfig | None = None
+    reduce_lr: ReduceLRConfig | None = None
+    checkpoint: Literal["best", "last"] = "best"
+    seed: int = 0
+    tensorboard: bool = True
+
+
+class Recipe(_Strict):
+    name: str
+    description: str = ""
+    dataset: DatasetConfig
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig
+    train: TrainConfig = TrainConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not value or "/" in value or value.startswith("."):
+            raise ValueError("must be a plain name (no '/', not starting with '.')")
+        return value
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Recipe:
+        """A copy with dotted keys replaced (`{"train.epochs": 3}`), re-validated."""
+        data = self.model_dump(mode="json")
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise UserError(f"cannot set {dotted!r}: {key!r} is not a section")
+            node[leaf] = value
+        return parse_recipe(data, source="command-line overrides")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    got = first.get("input")
+    got_text = "" if isinstance(got, dict) or first["type"] == "missing" else f", got {got!r}"
+    return f"recipe {source}: {where}: {first['msg'].lower()}{got_text}{more}"
+
+
+def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
+    """Validate a recipe mapping; a bad key or type becomes a one-line UserError."""
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {source}: expected a mapping of keys, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_validation_error(err, source)) from None
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """Load a built-in recipe by name (`digits-cnn`) or a user's YAML file by path."""
+    path = resolve_yaml(name_or_path, "models", "recipe")
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise UserError(f"recipe {path} is not valid YAML{where}") from None
+    return parse_recipe(data, source=str(path))

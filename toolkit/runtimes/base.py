@@ -1,0 +1,135 @@
+"""One Runner interface over Keras, LiteRT and ONNX Runtime.
+
+Validation measures every artifact through the same three calls (`predict`, `latency_ms`,
+`close`), so the runtime-specific details live here: quantized I/O, fixed batch sizes and
+provider names never leak into the code that compares accuracy.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import UserError
+
+_INT_DTYPES = ("int8", "uint8", "int16")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input or output tensor as the artifact declares it.
+
+    `shape` uses -1 for a dynamic dimension; `quantization` is `(scale, zero_point)` for a
+    quantized tensor and None for a float one.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    quantization: tuple[float, int] | None = None
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size baked into the artifact, or None when the batch dim is dynamic."""
+        if not self.shape or self.shape[0] in (-1, None):
+            return None
+        return int(self.shape[0])
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float input -> the integer dtype the tensor wants (round, then clip to the dtype range)."""
+    if spec.dtype not in _INT_DTYPES:
+        return np.asarray(x, dtype=spec.dtype)
+    if spec.quantization is None:
+        raise ValueError(f"tensor {spec.name!r} is {spec.dtype} but carries no scale/zero point")
+    scale, zero_point = spec.quantization
+    info = np.iinfo(spec.dtype)
+    q = np.round(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(spec.dtype)
+
+
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Integer output -> float32 using the tensor's scale and zero point."""
+    if spec.dtype not in _INT_DTYPES or spec.quantization is None:
+        return np.asarray(q, dtype=np.float32)
+    scale, zero_point = spec.quantization
+    return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
+
+
+class Runner(abc.ABC):
+    """A loaded artifact that turns a float32 batch into float32 outputs.
+
+    Subclasses implement `_run` for a batch the artifact accepts; this base class handles
+    batching (sample by sample when the batch is fixed at 1) and quantized I/O.
+    """
+
+    name: str = ""
+    provider: str = ""
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Run a float32 batch of raw inputs; return float32 outputs of the first output tensor."""
+        x = np.asarray(x, dtype=np.float32)
+        spec = self.inputs[0]
+        if spec.shape and x.ndim == len(spec.shape) - 1:
+            x = x[None]  # a single sample without its batch dim
+        expected = tuple(d if d is not None and d > 0 else None for d in spec.shape[1:])
+        if spec.shape and (
+            x.ndim != len(spec.shape)
+            or any(e is not None and e != got for e, got in zip(expected, x.shape[1:], strict=True))
+        ):
+            shown = ", ".join("?" if e is None else str(e) for e in expected)
+            raise UserError(
+                f"{self.name} model expects inputs of shape (batch, {shown}); got {x.shape}"
+            )
+        if len(x) == 0:
+            raise UserError("predict() got an empty batch")
+        fixed = spec.fixed_batch
+        if fixed is None or fixed == len(x):
+            return self._predict_batch(x)
+        if fixed == 1:
+            return np.concatenate([self._predict_batch(x[i : i + 1]) for i in range(len(x))])
+        raise UserError(f"artifact has a fixed batch of {fixed}; got a batch of {len(x)}")
+
+    def _predict_batch(self, x: np.ndarray) -> np.ndarray:
+        out = self._run(quantize(x, self.inputs[0]))
+        return dequantize(out, self.outputs[0])
+
+    @abc.abstractmethod
+    def _run(self, x: Any) -> np.ndarray:
+        """Run one batch already in the input tensor's dtype; return the raw first output."""
+
+    def latency_ms(self, x_one: np.ndarray, warmup: int = 5, runs: int = 50) -> dict[str, float]:
+        """Median and p90 wall time of one batch-1 inference (I/O conversion included)."""
+        x_one = np.asarray(x_one, dtype=np.float32)
+        if x_one.ndim == len(self.inputs[0].shape) - 1:
+            x_one = x_one[None]
+        x_one = x_one[:1]
+        if runs < 1 or warmup < 0:
+            raise UserError(f"latency needs runs >= 1 and warmup >= 0; got {runs}, {warmup}")
+        for _ in range(warmup):
+            self.predict(x_one)
+        times = np.empty(runs)
+        for i in range(runs):
+            start = time.perf_counter()
+            self.predict(x_one)
+            times[i] = (time.perf_counter() - start) * 1000.0
+        return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90))}
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most runtimes free on GC
+        """Release the runtime's resources."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{t.name}{list(t.shape)}:{t.dtype}" for t in self.inputs)
+        return f"<{type(self).__name__} {self.name}/{self.provider} inputs=[{shapes}]>"

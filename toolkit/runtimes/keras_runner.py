@@ -1,0 +1,75 @@
+"""The reference runtime: the Keras model itself, in inference mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import UserError
+from toolkit.runtimes.base import Runner, TensorSpec
+
+_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def _spec(tensor: Any, fallback: str) -> TensorSpec:
+    shape = tuple(-1 if d is None else int(d) for d in tensor.shape)
+    dtype = getattr(tensor, "dtype", "float32")
+    dtype = getattr(dtype, "name", dtype)
+    return TensorSpec(name=getattr(tensor, "name", None) or fallback, shape=shape, dtype=str(dtype))
+
+
+class KerasRunner(Runner):
+    """Runs a Keras 3 model (a `.keras` file or a model object) with `training=False`.
+
+    Inference mode matters: BatchNormalization and Dropout behave differently in training mode,
+    and that is the behaviour every converted artifact reproduces.
+    """
+
+    name = "keras"
+
+    def __init__(self, path_or_model: str | Path | Any) -> None:
+        import keras
+
+        if isinstance(path_or_model, (str, Path)):
+            path = Path(path_or_model)
+            if not path.is_file():
+                raise UserError(f"Keras model not found: {path}")
+            if path.suffix not in _SUFFIXES:
+                raise UserError(
+                    f"expected a Keras model file ({', '.join(_SUFFIXES)}); got {path.name!r}"
+                )
+            try:
+                model = keras.saving.load_model(path, safe_mode=True, compile=False)
+            except Exception as exc:  # a corrupt or foreign file: say which and why
+                raise UserError(f"cannot load Keras model {path}: {exc}") from exc
+            self.path: Path | None = path
+        else:
+            model = path_or_model
+            self.path = None
+        if not hasattr(model, "inputs") or not model.inputs:
+            raise UserError(
+                f"expected a built Keras model with known inputs; got {type(model).__name__}"
+            )
+        self.model = model
+        self.provider = keras.backend.backend()  # "tensorflow" here; jax/torch also work
+        self.inputs = [_spec(t, f"input_{i}") for i, t in enumerate(model.inputs)]
+        self.outputs = [_spec(t, f"output_{i}") for i, t in enumerate(model.outputs)]
+        self._chunk = 256
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        # Direct calls (not model.predict) avoid the per-call tf.data overhead that dominates
+        # batch-1 latency; chunking bounds memory on large evaluation sets.
+        parts = []
+        for start in range(0, len(x), self._chunk):
+            out = self.model(x[start : start + self._chunk], training=False)
+            if isinstance(out, (list, tuple)):
+                out = out[0]
+            elif isinstance(out, dict):
+                out = next(iter(out.values()))
+            parts.append(np.asarray(out))
+        return np.concatenate(parts)
+
+    def close(self) -> None:
+        self.model = None

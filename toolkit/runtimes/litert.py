@@ -1,0 +1,101 @@
+"""LiteRT (ai-edge-litert): the runtime a phone or a Raspberry Pi really uses for `.tflite`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import UserError
+from toolkit.runtimes.base import Runner, TensorSpec
+
+DELEGATES = ("xnnpack", "reference")
+
+
+def check_tflite_bytes(path: Path) -> None:
+    """Fail with a UserError unless `path` is a TFLite flatbuffer (file identifier 'TFL3').
+
+    The interpreter aborts or gives an obscure message on foreign bytes; checking the 4-byte
+    identifier first gives the user a sentence instead.
+    """
+    if not path.is_file():
+        raise UserError(f"TFLite model not found: {path}")
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise UserError(
+            f"{path} is not a TFLite flatbuffer (expected identifier b'TFL3' at bytes 4..8, "
+            f"got {head[4:8]!r})"
+        )
+
+
+def _spec(detail: dict[str, Any]) -> TensorSpec:
+    dtype = np.dtype(detail["dtype"]).name
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    quant = (float(scale), int(zero_point)) if scale else None
+    shape = detail.get("shape_signature")
+    if shape is None or len(shape) == 0:
+        shape = detail["shape"]
+    return TensorSpec(
+        name=detail["name"],
+        shape=tuple(int(d) for d in shape),
+        dtype=dtype,
+        quantization=quant,
+    )
+
+
+class LiteRTRunner(Runner):
+    """A `.tflite` file in `ai_edge_litert`'s interpreter.
+
+    `delegate="xnnpack"` is what ships on devices (the default CPU delegate); "reference" uses
+    the builtin reference kernels without any delegate, a slow but independent cross-check.
+    """
+
+    name = "litert"
+
+    def __init__(
+        self, path: str | Path, delegate: str = "xnnpack", num_threads: int | None = None
+    ) -> None:
+        from ai_edge_litert import interpreter as litert
+
+        if delegate not in DELEGATES:
+            raise UserError(f"unknown LiteRT delegate {delegate!r}; choose one of {DELEGATES}")
+        if num_threads is not None and num_threads < 1:
+            raise UserError(f"num_threads must be a positive integer; got {num_threads}")
+        self.path = Path(path)
+        check_tflite_bytes(self.path)
+        kwargs: dict[str, Any] = {"model_path": str(self.path), "num_threads": num_threads}
+        if delegate == "reference":
+            kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_REF
+        try:
+            self._interp = litert.Interpreter(**kwargs)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"LiteRT cannot load {self.path}: {exc}") from exc
+        self.provider = delegate
+        in_details = self._interp.get_input_details()
+        out_details = self._interp.get_output_details()
+        if len(in_details) != 1:
+            raise UserError(
+                f"expected a single-input TFLite model; {self.path} has {len(in_details)} inputs"
+            )
+        self._in_index = in_details[0]["index"]
+        self._out_index = out_details[0]["index"]
+        self.inputs = [_spec(d) for d in in_details]
+        self.outputs = [_spec(d) for d in out_details]
+        self._batch: int | None = int(in_details[0]["shape"][0]) if self.inputs[0].shape else None
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        # A dynamic batch dim (-1 in the signature) is resized to each call's batch size; a fixed
+        # one never is (the base class feeds it one sample at a time).
+        if self.inputs[0].fixed_batch is None and self._batch != len(x):
+            self._interp.resize_tensor_input(self._in_index, list(x.shape))
+            self._interp.allocate_tensors()
+            self._batch = len(x)
+        self._interp.set_tensor(self._in_index, x)
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out_index).copy()
+
+    def close(self) -> None:
+        self._interp = None

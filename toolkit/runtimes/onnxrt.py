@@ -1,0 +1,107 @@
+"""ONNX Runtime with a chosen execution provider (CPU, OpenVINO, CUDA, TensorRT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import UserError
+from toolkit.runtimes.base import Runner, TensorSpec
+
+# Short names users type on the command line -> ORT's provider names.
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+KNOWN_PROVIDERS = tuple(PROVIDER_ALIASES.values())
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+}
+
+
+def resolve_provider(provider: str | None) -> str:
+    """Accept 'cpu'/'openvino'/... or a full provider name; return ORT's name."""
+    if provider is None:
+        return "CPUExecutionProvider"
+    return PROVIDER_ALIASES.get(provider.lower(), provider)
+
+
+def _spec(arg: Any) -> TensorSpec:
+    # Symbolic dims ("N", "unk__12") and missing ones are dynamic.
+    shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or ()))
+    return TensorSpec(name=arg.name, shape=shape, dtype=_ORT_TYPES.get(arg.type, arg.type))
+
+
+class OnnxRunner(Runner):
+    """An `.onnx` file in an `onnxruntime.InferenceSession` on one execution provider.
+
+    The model is checked with `onnx.checker` first so a corrupt file becomes a readable
+    UserError, and an unavailable provider is refused up front (ORT would otherwise fall back
+    to CPU silently and the report would name the wrong provider).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, provider: str = "CPUExecutionProvider") -> None:
+        import onnx
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"ONNX model not found: {self.path}")
+        provider = resolve_provider(provider)
+        available = ort.get_available_providers()
+        if provider not in available:
+            raise UserError(
+                f"ONNX Runtime execution provider {provider!r} is not available here; "
+                f"available: {', '.join(available)}"
+            )
+        try:
+            onnx.checker.check_model(str(self.path))
+        except Exception as exc:  # ValidationError, or a protobuf DecodeError on random bytes
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
+            raise UserError(f"{self.path} is not a valid ONNX model: {first_line}") from exc
+        # CPU stays as the fallback for nodes another provider cannot place, as ORT intends.
+        providers = list(dict.fromkeys([provider, "CPUExecutionProvider"]))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # e.g. an op the provider cannot place, or a bad opset
+            raise UserError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
+        if self._session.get_providers()[0] != provider:
+            # Listed as available but unusable at run time (e.g. CUDA without a GPU).
+            raise UserError(
+                f"ONNX Runtime could not start {provider!r} here (session uses "
+                f"{', '.join(self._session.get_providers())})"
+            )
+        self.provider = provider
+        in_args = self._session.get_inputs()
+        if len(in_args) != 1:
+            raise UserError(
+                f"expected a single-input ONNX model; {self.path} has {len(in_args)} inputs"
+            )
+        self.inputs = [_spec(a) for a in in_args]
+        self.outputs = [_spec(a) for a in self._session.get_outputs()]
+        self._in_name = in_args[0].name
+        self._out_name = self.outputs[0].name
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._session.run([self._out_name], {self._in_name: x})[0])
+
+    def close(self) -> None:
+        self._session = None
