@@ -30,10 +30,17 @@ def test_every_builder_builds_and_predicts(info) -> None:
     assert model.inputs[0].name == "input"
 
 
-def test_regression_head_is_linear() -> None:
-    model = build_model("mlp", _ctx(input_shape=(5,), task="regression", num_outputs=1), {})
-    assert model.layers[-1].activation.__name__ == "linear"
+def test_regression_head_is_linear_and_unscales_targets() -> None:
+    import keras
+
+    ctx = _ctx(input_shape=(5,), task="regression", num_outputs=1, target_scale=(10.0, 2.0))
+    model = build_model("mlp", ctx, {})
+    dense = model.get_layer("dense_output")
+    assert dense.activation.__name__ == "linear"
     assert model.output.shape[-1] == 1
+    x = np.ones((3, 5), "float32")
+    standardized = keras.Model(model.inputs, dense.output).predict(x, verbose=0)
+    np.testing.assert_allclose(model.predict(x, verbose=0), standardized * 2.0 + 10.0, rtol=1e-5)
 
 
 def test_preprocessing_layers_come_first() -> None:
@@ -60,7 +67,7 @@ def test_unknown_builder_suggests_closest() -> None:
 
 
 def test_unknown_builder_argument_lists_params() -> None:
-    with pytest.raises(UserError, match="has no argument 'widht'.*filters"):
+    with pytest.raises(UserError, match=r"has no argument 'widht'.*filters"):
         build_model("cnn", _ctx(), {"widht": 3})
 
 
@@ -68,7 +75,7 @@ def test_imagenet_weights_absent_from_cache_is_a_clear_error(tmp_path, monkeypat
     from keras.src.backend import config
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
-    with pytest.raises(UserError, match="not in the local Keras cache.*nothing can be downloaded"):
+    with pytest.raises(UserError, match=r"not in the local Keras cache.*nothing can be downloaded"):
         build_model("mobilenet_v2", _ctx(input_shape=(96, 96, 3)), {"weights": "imagenet"})
 
 
@@ -93,4 +100,6 @@ def test_weights_from_a_local_file_are_loaded(tmp_path) -> None:
     backbone.save_weights(str(path))
     model = build_model("mobilenet_v2", _ctx(), {"weights": str(path)})
     layer = model.get_layer("Conv1")
-    np.testing.assert_array_equal(layer.get_weights()[0], backbone.get_layer("Conv1").get_weights()[0])
+    np.testing.assert_array_equal(
+        layer.get_weights()[0], backbone.get_layer("Conv1").get_weights()[0]
+    )

@@ -165,6 +165,22 @@ def test_tabular_model_converts(tabular, tmp_path):
             assert np.abs(out - ref).max() < 1e-4
 
 
+def test_onnx_int8_survives_full_range_inputs(tmp_path):
+    """Raw 0..255 inputs straight into a Dense layer: without reduce_range, ORT's fused u8s8
+    kernels on AVX2 CPUs saturate and the int8 model is off by tens of units."""
+    from toolkit.runtimes import open_runner
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu"),
+                              keras.layers.Dense(2)])  # fmt: skip
+    x = np.random.default_rng(0).integers(0, 256, (64, 8)).astype(np.float32)
+    ref = np.asarray(model(x))
+    for name in ("onnx-int8", "onnx-dynamic"):
+        with open_runner(convert(model, name, tmp_path, calibration=x)) as runner:
+            diff = np.abs(runner.predict(x) - ref).max()
+        assert diff < 0.03 * np.ptp(ref), (name, diff, np.ptp(ref))
+
+
 def test_missing_or_bad_calibration_is_a_user_error(cnn, tmp_path):
     from toolkit.convert.onnx import export_onnx
     from toolkit.convert.tflite import export_tflite
@@ -176,7 +192,7 @@ def test_missing_or_bad_calibration_is_a_user_error(cnn, tmp_path):
         export_tflite(model, tmp_path / "m.tflite", "uint8")
     with pytest.raises(UserError, match=r"shape \(N, 16, 16, 1\); got \(10, 16, 16\)"):
         export_onnx(model, tmp_path / "m.onnx", "int8", calibration=x[:10, ..., 0])
-    with pytest.raises(UserError, match="ending in .tflite"):
+    with pytest.raises(UserError, match=r"ending in \.tflite"):
         export_tflite(model, tmp_path / "m.onnx", "fp32")
     with pytest.raises(UserError, match="tflite has no 'int4'"):
         export_tflite(model, tmp_path / "m.tflite", "int4")
@@ -184,6 +200,8 @@ def test_missing_or_bad_calibration_is_a_user_error(cnn, tmp_path):
         export_onnx(model, tmp_path / "missing" / "m.onnx")
     with pytest.raises(UserError, match="built Keras model"):
         export_tflite(object(), tmp_path / "m.tflite")
+    with pytest.raises(UserError, match="does not take opset; it takes: input_signature"):
+        convert(model, "tflite-fp32", tmp_path, opset=13)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -257,7 +275,7 @@ def test_select_builds_lists_and_rejects_bad_combos():
         UserError, match="onnx has no int16x8 precision; onnx precisions: fp32, fp16, int8, dynamic"
     ):
         select(["onnx"], ["int16x8"])
-    with pytest.raises(UserError, match="unknown format 'tflit'.*did you mean 'tflite'"):
+    with pytest.raises(UserError, match=r"unknown format 'tflit'.*did you mean 'tflite'"):
         select(["tflit"])
     with pytest.raises(UserError, match="unknown precision 'int4'"):
         select(["tflite"], ["int4"])
@@ -265,6 +283,8 @@ def test_select_builds_lists_and_rejects_bad_combos():
         select(["tflite-int4"])
     with pytest.raises(UserError, match="keras has no int8"):
         select(["keras"], ["int8"])
+    with pytest.raises(UserError, match="not both"):
+        select(["tflite-int8"], ["fp16"])
     assert "tflite-int16x8" in formats.help_table()
 
 

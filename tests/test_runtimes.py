@@ -152,7 +152,7 @@ def test_unavailable_provider_lists_the_available_ones(artifacts):
     missing = next(
         p for p in ("OpenVINOExecutionProvider", "NoSuchExecutionProvider") if p not in available
     )
-    with pytest.raises(UserError, match="not available here; available: .*CPUExecutionProvider"):
+    with pytest.raises(UserError, match=r"not available here; available: .*CPUExecutionProvider"):
         open_runner(artifacts["onnx-fp32"], provider=missing)
 
 

@@ -32,6 +32,4 @@ def suggest(name: str, choices: Iterable[str]) -> str:
 def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
     """A uniform 'unknown builder/dataset/...' error with a suggestion and the list of names."""
     names = sorted(choices)
-    return UserError(
-        f"unknown {kind} {name!r}{suggest(name, names)}; known: {', '.join(names)}"
-    )
+    return UserError(f"unknown {kind} {name!r}{suggest(name, names)}; known: {', '.join(names)}")

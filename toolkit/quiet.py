@@ -22,7 +22,9 @@ def import_tensorflow_quietly() -> None:
         with open(os.devnull, "wb") as devnull:
             os.dup2(devnull.fileno(), 2)
             with contextlib.suppress(ImportError):  # a real import error resurfaces later, loudly
-                import tensorflow  # noqa: F401
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()  # the CUDA probe ("cuInit") happens here
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -95,17 +95,15 @@ class TrainConfig(_Strict):
     batch_size: int = Field(64, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    loss: (
-        Literal[
-            "auto",
-            "sparse_categorical_crossentropy",
-            "categorical_crossentropy",
-            "binary_crossentropy",
-            "mse",
-            "mae",
-            "huber",
-        ]
-    ) = "auto"
+    loss: Literal[
+        "auto",
+        "sparse_categorical_crossentropy",
+        "categorical_crossentropy",
+        "binary_crossentropy",
+        "mse",
+        "mae",
+        "huber",
+    ] = "auto"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     l1: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)

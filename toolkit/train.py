@@ -136,6 +136,10 @@ def build_for_data(recipe: Recipe, ds: Any, loss: str) -> tuple[Any, dict[str, A
         dropout=recipe.train.dropout,
     )
     ctx._binary = loss == "binary_crossentropy"
+    if ds.task == "regression":
+        y = np.asarray(ds.train.y, dtype=np.float64)
+        ctx.target_scale = (float(y.mean()), float(y.std()) or 1.0)
+        record["target_mean"], record["target_std"] = ctx.target_scale
     return build_model(recipe.model.builder, ctx, dict(recipe.model.args)), record
 
 
@@ -201,7 +205,11 @@ def train(
     with atomic_dir(final, force=force) as work:
         started = time.perf_counter()
         model.fit(
-            train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0,
+            train_ds,
+            validation_data=val_ds,
+            epochs=cfg.epochs,
+            verbose=0,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
             callbacks=_callbacks(recipe, work, ds.task),
         )
         seconds = time.perf_counter() - started

@@ -50,7 +50,7 @@ def _weights_arg(ctx: BuildContext, builder: str, weights: str | None) -> str | 
     if weights in (None, "none", "None", ""):
         return None
     if weights == "imagenet":
-        h, w, c = ctx.input_shape
+        h, w, _ = ctx.input_shape
         if h != w or h not in _IMAGENET_SIZES:
             raise UserError(
                 f"{builder}: ImageNet weights exist for square inputs of "
@@ -71,9 +71,7 @@ def _backbone_input(ctx: BuildContext, x: Any, weights: str | None) -> Any:
     if weights is not None and ctx.input_shape[-1] == 1:
         return layers.Concatenate(name="gray_to_rgb")([x, x, x])
     if weights is not None and ctx.input_shape[-1] != 3:
-        raise UserError(
-            f"pretrained weights need 1 or 3 input channels; got {ctx.input_shape[-1]}"
-        )
+        raise UserError(f"pretrained weights need 1 or 3 input channels; got {ctx.input_shape[-1]}")
     return x
 
 

@@ -64,6 +64,9 @@ class BuildContext:
     l1: float = 0.0
     l2: float = 0.0
     dropout: float | None = None  # recipe override of the builder's default
+    # regression: (mean, std) of the training targets. The head predicts standardized values and
+    # a final Rescaling maps them back, so the model outputs real units yet trains well-scaled.
+    target_scale: tuple[float, float] | None = None
 
     def regularizer(self) -> Any:
         import keras
@@ -95,9 +98,14 @@ class BuildContext:
             units, activation = 1, "sigmoid"
         else:
             units, activation = self.num_outputs, "softmax"
-        return layers.Dense(
-            units, activation=activation, kernel_regularizer=self.regularizer(), name="output"
+        name = "output" if self.target_scale is None or activation else "dense_output"
+        x = layers.Dense(
+            units, activation=activation, kernel_regularizer=self.regularizer(), name=name
         )(x)
+        if self.task == "regression" and self.target_scale is not None:
+            mean, std = self.target_scale
+            x = layers.Rescaling(std, offset=mean, name="output")(x)
+        return x
 
     _binary: bool = False  # set by train.py when the loss is binary cross-entropy
 

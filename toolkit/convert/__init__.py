@@ -6,6 +6,8 @@ package does not import TensorFlow: each exporter imports it when called.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,22 @@ EXPORTERS: dict[str, Callable[..., Path]] = {
 }
 
 
+def _check_options(fmt: Format, exporter: Callable[..., Path], opts: dict[str, Any]) -> None:
+    """Unknown exporter options are a user mistake: name them and the accepted ones."""
+    target = exporter
+    if exporter in (export_tflite, export_onnx):  # the lazy wrappers hide the real signature
+        module = importlib.import_module(f"toolkit.convert.{fmt.format}")
+        target = getattr(module, f"export_{fmt.format}")
+    params = inspect.signature(target).parameters
+    accepted = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n != "calibration"]
+    unknown_opts = sorted(set(opts) - set(accepted))
+    if unknown_opts:
+        raise UserError(
+            f"{fmt.name} export does not take {', '.join(unknown_opts)}; "
+            f"it takes: {', '.join(accepted) or 'no options'}"
+        )
+
+
 def convert(
     model: Any,
     fmt: Format | str,
@@ -97,4 +115,5 @@ def convert(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     exporter = EXPORTERS[fmt.format]
+    _check_options(fmt, exporter, opts)
     return exporter(model, out_dir / fmt.filename, fmt.precision, calibration=calibration, **opts)

@@ -102,11 +102,16 @@ def select(formats: list[str] | None = None, precisions: list[str] | None = None
     """
     picked_by_name = [get(n) for n in formats or [] if "-" in n]
     plain = [n for n in formats or [] if "-" not in n]
-    if picked_by_name and not plain and precisions is None:
+    if picked_by_name and precisions is not None:
+        raise UserError(
+            "give artifact names (e.g. tflite-int8) or formats with precisions, not both; "
+            f"got formats {formats} and precisions {precisions}"
+        )
+    if picked_by_name and not plain:
         return list(dict.fromkeys(picked_by_name))
     _check_known("format", plain, format_names())
     _check_known("precision", precisions or [], all_precisions())
-    chosen_formats = plain or (format_names() if not picked_by_name else [])
+    chosen_formats = plain or format_names()
     for fmt in plain:
         for precision in precisions or []:
             if precision not in precisions_of(fmt):
@@ -119,7 +124,7 @@ def select(formats: list[str] | None = None, precisions: list[str] | None = None
         for f in FORMATS
         if f.format in chosen_formats and (precisions is None or f.precision in precisions)
     ]
-    if precisions is not None and not result and not picked_by_name:
+    if precisions is not None and not result:
         raise UserError(f"no artifact matches precisions {', '.join(precisions)}")
     return list(dict.fromkeys([*picked_by_name, *result]))
 

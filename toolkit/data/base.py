@@ -41,11 +41,9 @@ class Split:
     y: np.ndarray
 
     def __len__(self) -> int:
-        return int(len(self.y))
+        return len(self.y)
 
-    def batches(
-        self, batch_size: int, *, shuffle: bool = False, seed: int = 0
-    ) -> tf.data.Dataset:
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
         """A tf.data pipeline of (x float32 raw, y) batches."""
         raise NotImplementedError
 
