@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "toolkit.commands.train_cmd",
     "toolkit.commands.catalog_cmd",
     "toolkit.commands.predict_cmd",
+    "toolkit.commands.export_cmd",
 )
 
 

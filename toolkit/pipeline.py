@@ -5,8 +5,11 @@ The CLI and the Python API both call these; the stages themselves never call eac
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from toolkit.recipe import load_recipe
 
@@ -26,3 +29,194 @@ def run_training(
     if overrides:
         loaded = loaded.with_overrides(overrides)
     return train(loaded, runs_dir, name=name, force=force)
+
+
+def dataset_for_model(loaded: Any, data: str | None, seed: int = 0) -> Any | None:
+    """The data to calibrate and validate on: `--data`, else the run's recipe dataset.
+
+    `--data` images are sized to the model's input so any image folder fits.
+    """
+    from toolkit.data import DataSpec, load_dataset
+    from toolkit.modelio import model_input_shape
+    from toolkit.recipe import load_recipe
+
+    if data:
+        shape = model_input_shape(loaded.model)
+        image = len(shape) == 3
+        spec = DataSpec(
+            name=data,
+            image_size=(int(shape[0]), int(shape[1])) if image else None,
+            color_mode=("grayscale" if shape[-1] == 1 else "rgb") if image else None,
+            seed=seed,
+        )
+        return load_dataset(spec)
+    if loaded.recipe_path is not None:
+        return load_dataset(load_recipe(str(loaded.recipe_path)).dataset.spec())
+    if loaded.input_spec and loaded.input_spec.get("dataset"):
+        spec = dict(loaded.input_spec["dataset"])
+        for key in ("image_size",):
+            if spec.get(key) is not None:
+                spec[key] = tuple(spec[key])
+        return load_dataset(DataSpec(**spec))
+    return None
+
+
+def eval_data(ds: Any, split: str, limit: int | None = None, seed: int = 0) -> Any:
+    from toolkit.validate import EvalData
+
+    part = getattr(ds, split)
+    x = part.take_x(limit, seed=seed)
+    y = np.asarray(part.y)
+    if limit is not None and limit < len(y):
+        idx = np.sort(np.random.default_rng(seed).choice(len(y), size=limit, replace=False))
+        y = y[idx]
+    return EvalData(x, y, ds.task, ds.labels, name=f"{ds.name} {split} split ({len(y)} samples)")
+
+
+def default_export_dir(loaded: Any) -> Path:
+    if loaded.kind == "run":
+        return Path(loaded.path) / "export"
+    return Path("runs") / Path(loaded.path).stem / "export"
+
+
+def run_export(
+    model: str | Path,
+    *,
+    formats: list[str] | None = None,
+    precisions: list[str] | None = None,
+    data: str | None = None,
+    calib_samples: int = 256,
+    max_drop: float | None = None,
+    out: Path | None = None,
+    opset: int = 17,
+    force: bool = False,
+    safe_mode: bool = True,
+    seed: int = 0,
+    latency_runs: int = 50,
+    max_eval_samples: int | None = None,
+) -> Any:
+    """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
+
+    Returns the Report; raises GateFailed when a budget is given and not met.
+    """
+    from toolkit.convert import select
+    from toolkit.errors import GateFailed, UserError
+    from toolkit.export import export
+    from toolkit.modelio import load_model
+    from toolkit.validate import validate
+
+    loaded = load_model(model, safe_mode=safe_mode)
+    auto = precisions == ["auto"]
+    if auto and max_drop is None:
+        raise UserError("--precisions auto needs --max-drop (the accuracy budget to stay inside)")
+    chosen_formats = select(formats, None if auto else precisions)
+    ds = dataset_for_model(loaded, data, seed)
+    needs_calib = auto or any(f.needs_calibration for f in chosen_formats)
+    if ds is None and (needs_calib or max_drop is not None):
+        raise UserError(
+            f"{model}: no dataset to calibrate/validate with (no recipe beside the model); "
+            "pass --data DATASET (e.g. image-folder:PATH, npz:PATH, digits)"
+        )
+    calibration = ds.train.take_x(calib_samples, seed=seed) if ds is not None else None
+    export_dir = out or default_export_dir(loaded)
+    spec_dir = loaded.path if loaded.kind == "run" else Path(loaded.path).parent
+
+    budget = None
+    if auto:
+        import tempfile
+
+        from toolkit.budget import choose
+
+        plain = [f for f in chosen_formats if f.format == "keras"]
+        fmts = list(dict.fromkeys(f.format for f in chosen_formats if f.format != "keras"))
+        staging = Path(tempfile.mkdtemp(prefix="keras-edge-chosen-"))
+        val = eval_data(ds, "val", max_eval_samples, seed)
+        picked, budget = choose(loaded.model, fmts, val, calibration, max_drop, staging)
+        result = export(
+            loaded.model, plain, export_dir, calibration=calibration, input_spec_dir=spec_dir,
+            opset=opset, force=force, extra_files=picked,
+        )  # fmt: skip
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        result = export(
+            loaded.model, chosen_formats, export_dir, calibration=calibration,
+            input_spec_dir=spec_dir, opset=opset, force=force,
+        )  # fmt: skip
+    if ds is None:
+        return result, None
+    test = eval_data(ds, "test", max_eval_samples, seed)
+    report = validate(result.artifacts, test, reference=loaded.model, latency_runs=latency_runs)
+    if budget is not None:
+        report.budget = budget
+    report.apply_budget_flags(max_drop)
+    report.save(export_dir)
+    if auto and any(v["chosen"] is None for v in budget["formats"].values()):
+        missing = [k for k, v in budget["formats"].items() if v["chosen"] is None]
+        raise GateFailed(f"no {'/'.join(missing)} artifact stays within --max-drop {max_drop}")
+    if not auto:
+        gate(report, max_drop, export_dir)
+    return result, report
+
+
+def _is_model(path: Path) -> bool:
+    return path.is_file() or (path / "model.keras").is_file()
+
+
+def gate(report: Any, max_drop: float | None, export_dir: Path) -> None:
+    """Fail (exit 1) when an artifact failed to run or lost more than the budget."""
+    from toolkit.errors import GateFailed
+
+    if max_drop is None:
+        return
+    over = report.over_budget(max_drop)
+    if over:
+        worst = max(over, key=lambda a: float("inf") if a.error else a.drop)
+        what = "failed to run" if worst.error else f"drops {worst.drop:.4f}"
+        raise GateFailed(
+            f"{len(over)} artifact row(s) over --max-drop {max_drop}: worst {worst.name} on "
+            f"{worst.runtime}/{worst.provider} {what}; see {export_dir}/report.md"
+        )
+
+
+def run_validate(
+    export_dir: Path | str,
+    *,
+    data: str | None = None,
+    reference: Path | None = None,
+    max_drop: float | None = None,
+    max_eval_samples: int | None = None,
+    latency_runs: int = 50,
+    runtimes: list[str] | None = None,
+    seed: int = 0,
+) -> Any:
+    """Validate an existing export directory (re-runnable from disk); writes its report."""
+    from toolkit.errors import UserError
+    from toolkit.modelio import load_model
+    from toolkit.validate import discover_artifacts, validate
+
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise UserError(f"export directory not found: {export_dir}")
+    artifacts = discover_artifacts(export_dir)
+    if not artifacts:
+        raise UserError(f"{export_dir} holds no artifacts (model.keras, model-*.tflite/.onnx)")
+    candidates = [reference] if reference else [export_dir / "model.keras", export_dir.parent]
+    ref_path = next((c for c in candidates if _is_model(Path(c))), None)
+    if ref_path is None:
+        raise UserError(
+            f"no reference model for {export_dir}: pass --reference MODEL.keras "
+            "(or export with the keras format included)"
+        )
+    loaded = load_model(ref_path)
+    if loaded.kind != "run" and (export_dir.parent / "recipe.yaml").is_file():
+        loaded.recipe_path = export_dir.parent / "recipe.yaml"
+    ds = dataset_for_model(loaded, data, seed)
+    if ds is None:
+        raise UserError(f"no dataset known for {export_dir}; pass --data DATASET")
+    test = eval_data(ds, "test", max_eval_samples, seed)
+    report = validate(artifacts, test, reference=loaded.model, latency_runs=latency_runs,
+                      runtimes=runtimes)  # fmt: skip
+    report.apply_budget_flags(max_drop)
+    report.save(export_dir)
+    gate(report, max_drop, export_dir)
+    return report

@@ -28,3 +28,9 @@ def import_tensorflow_quietly() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+    import logging
+
+    # The converter's deprecation chatter ("consider providing the trackable_obj") is about
+    # TF internals the user cannot act on.
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)

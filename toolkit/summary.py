@@ -35,7 +35,7 @@ def print_train_summary(result: Any) -> None:
     table.add_row(f"baseline ({baseline})", _fmt(m["baseline"]), "")
     console.print(table)
     console.print(
-        f"{m['params']:,} parameters, {m['epochs_run']} epochs in {m['train_seconds']:.0f} s, "
+        f"{m['params']:,} parameters, {m['epochs_run']} epoch(s) in {m['train_seconds']:.0f} s, "
         f"{test['samples']} test samples"
         + (f", {m['skipped_files']} unreadable files skipped" if m.get("skipped_files") else ""),
         highlight=False,

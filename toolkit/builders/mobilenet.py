@@ -103,8 +103,9 @@ def mobilenet_v2(
     x = _backbone_input(ctx, x, w)
     with _offline_weights("mobilenet_v2"):
         backbone = keras.applications.MobileNetV2(
-            input_tensor=x, alpha=alpha, include_top=False, weights=w
-        )
+            input_shape=tuple(x.shape[1:]), input_tensor=x, alpha=alpha, include_top=False,
+            weights=w,
+        )  # fmt: skip
     return _finish(ctx, backbone, inputs, dropout, "mobilenet_v2")
 
 
@@ -132,6 +133,7 @@ def mobilenet_v3_small(
     x = _backbone_input(ctx, x, w)
     with _offline_weights("mobilenet_v3_small"):
         backbone = keras.applications.MobileNetV3Small(
+            input_shape=tuple(x.shape[1:]),
             input_tensor=x,
             alpha=alpha,
             minimalistic=minimalistic,

@@ -1,0 +1,254 @@
+"""Views of a validation report: markdown (report.md), a rich table, and a trade-off plot.
+
+The rows are the same in every view: the reference first, then every artifact x runtime in
+report order, with sizes human readable and failures shown rather than hidden.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toolkit.report import ArtifactResult, Report
+
+HEADERS = (
+    "artifact",
+    "runtime/provider",
+    "metric",
+    "drop",
+    "agreement",
+    "max abs diff",
+    "size",
+    "gzip",
+    "p50/p90 ms",
+    "flags",
+)
+
+
+def human_bytes(n: int | None) -> str:
+    """1536 -> '1.5 KiB': sizes people compare at a glance."""
+    if n is None:
+        return "n/a"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _num(value: float | None, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _row(row: ArtifactResult) -> list[str]:
+    metric = row.metric
+    latency = row.latency_ms
+    return [
+        row.name,
+        row.where,
+        f"{metric['name']} {_num(metric.get('value'))}",
+        _num(row.drop, "+.4f"),
+        _num(row.agreement, ".3f"),
+        _num(row.max_abs_diff, ".2e"),
+        human_bytes(row.size_bytes),
+        human_bytes(row.gzip_bytes),
+        "n/a" if not latency else f"{latency['p50']:.3f} / {latency['p90']:.3f}",
+        "; ".join(row.flags) or ("error" if row.error else ""),
+    ]
+
+
+def table_rows(report: Report) -> list[list[str]]:
+    """The reference first (its own row when no artifact is the Keras model), then the rest."""
+    ref = report.reference
+    rows = [_row(a) for a in report.artifacts if a.name == ref["name"]]
+    if not rows:
+        metric = ref["metric"]
+        rows.append(
+            [
+                f"{ref['name']} (reference)",
+                "keras",
+                f"{metric['name']} {_num(metric['value'])}",
+                "0",
+                "1.000",
+                "0",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+    rows += [_row(a) for a in report.artifacts if a.name != ref["name"]]
+    return rows
+
+
+def _escape(cell: str) -> str:
+    return cell.replace("|", "\\|")
+
+
+def to_markdown(report: Report) -> str:
+    ref = report.reference
+    metric = ref["metric"]
+    direction = "higher is better" if report.higher_is_better else "lower is better"
+    data = report.data or {}
+    lines = [
+        "# Validation report",
+        "",
+        f"Reference: **{ref['name']}**, {metric['name']} {_num(metric['value'])} ({direction}) on "
+        f"{data.get('name', 'held-out data')} ({data.get('samples', '?')} samples). "
+        f"Created {report.created}.",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join("---" for _ in HEADERS) + "|",
+    ]
+    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in table_rows(report)]
+    lines += [
+        "",
+        "Drop: reference minus artifact for higher-is-better metrics, artifact minus "
+        "reference for lower-is-better; positive = worse. Latency: batch 1.",
+    ]
+    failed = [a for a in report.artifacts if a.error]
+    if failed:
+        lines += ["", "## Failures", ""]
+        lines += [f"- `{a.name}` on {a.where}: {a.error}" for a in failed]
+    if report.budget:
+        lines += ["", *_budget_markdown(report.budget)]
+    versions = ", ".join(f"{k} {v}" for k, v in report.versions.items() if v)
+    lines += ["", f"Versions: {versions}", ""]
+    return "\n".join(lines)
+
+
+def _budget_markdown(budget: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Accuracy budget",
+        "",
+        f"Max drop {budget.get('max_drop')}; chosen: **{budget.get('chosen') or 'none'}**.",
+    ]
+    ladder = budget.get("ladder") or []
+    if ladder:
+        lines += ["", "| rung | artifact | drop | within | reason |", "|---|---|---|---|---|"]
+        for step in ladder:
+            drop = step.get("drop")
+            lines.append(
+                f"| {step.get('rung', '')} | {step.get('name', '')} | "
+                f"{_num(drop, '+.4f') if isinstance(drop, (int, float)) else 'n/a'} | "
+                f"{'yes' if step.get('within') else 'no'} | "
+                f"{_escape(str(step.get('reason', '')))} |"
+            )
+    return lines
+
+
+_SHORT = {"onnxruntime": "ort", "tensorflow": "tf", "reference": "ref"}
+
+
+def _short_where(row: ArtifactResult) -> str:
+    """'onnxruntime/CPUExecutionProvider' -> 'ort/cpu': the table must fit 80 columns."""
+    provider = row.provider.removesuffix("ExecutionProvider").lower() or row.provider
+    return f"{_SHORT.get(row.runtime, row.runtime)}/{_SHORT.get(provider, provider)}"
+
+
+def print_table(report: Report) -> None:
+    """A compact table on the terminal (stderr); flags and errors are listed below it.
+
+    Max abs diff and p90 appear when the terminal is wide enough; report.md has everything.
+    """
+    from rich.table import Table
+
+    from toolkit.progress import console
+
+    ref = report.reference
+    metric = ref["metric"]
+    wide = console.width >= 100
+    table = Table(
+        title=f"{metric['name']} vs {ref['name']} {_num(metric['value'])} "
+        f"({report.data.get('samples', '?')} samples)",
+        header_style="bold",
+        box=None,
+        padding=(0, 1, 0, 0),
+    )
+    headers = ["artifact", "runtime", metric["name"], "drop", "agree", "size", "gzip", "p50 ms"]
+    headers += ["p90 ms", "max diff"] if wide else []
+    for header in headers:
+        table.add_column(
+            header, justify="left" if header in ("artifact", "runtime") else "right", no_wrap=True
+        )
+    ordered = [a for a in report.artifacts if a.name == ref["name"]]
+    ordered += [a for a in report.artifacts if a.name != ref["name"]]
+    for a in ordered:
+        latency = a.latency_ms or {}
+        cells = [
+            a.name,
+            _short_where(a),
+            _num(a.metric.get("value")),
+            _num(a.drop, "+.4f"),
+            _num(a.agreement, ".3f"),
+            human_bytes(a.size_bytes),
+            human_bytes(a.gzip_bytes),
+            _num(latency.get("p50"), ".3f"),
+        ]
+        cells += [_num(latency.get("p90"), ".3f"), _num(a.max_abs_diff, ".1e")] if wide else []
+        table.add_row(*cells, style="red" if a.error else ("yellow" if a.flags else None))
+    console.print(table)
+    for a in ordered:
+        for note in [*a.flags, *([a.error] if a.error else [])]:
+            console.print(f"  {a.name} {_short_where(a)}: {note}", highlight=False, markup=False)
+
+
+def plot(report: Report, path: Path) -> Path:
+    """Metric vs size (log x), colour = p50 latency: the trade-off picture for choosing a model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    from toolkit.rundir import atomic_path
+
+    metric = report.metric_name
+    rows = [a for a in report.artifacts if not a.error and a.metric.get("value") is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    if rows:
+        _scatter(fig, ax, rows)
+        ax.set_xscale("log")
+        # Powers of two read as round sizes (32 KiB, 1 MiB) where decades would give 97.7 KiB.
+        ax.xaxis.set_major_locator(LogLocator(base=2, numticks=8))
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda v, _: human_bytes(round(v)).replace(".0 ", " "))
+        )
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.25, y=0.15)
+    else:
+        ax.text(0.5, 0.5, "no artifact ran successfully", ha="center", transform=ax.transAxes)
+    ref_value = report.reference["metric"].get("value")
+    if ref_value is not None:
+        ax.axhline(ref_value, color="grey", linestyle="--", linewidth=1, label="keras reference")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("artifact size (log scale)")
+    ax.set_ylabel(metric + ("" if report.higher_is_better else " (lower is better)"))
+    ax.set_title(f"{metric} vs size vs latency")
+    ax.grid(alpha=0.3, which="both")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _scatter(fig: Any, ax: Any, rows: list[ArtifactResult]) -> None:
+    # One file measured in several runtimes sits at one (size, metric) point: nudge the repeats
+    # sideways so each latency colour shows, and label the group once.
+    groups: dict[tuple[int, float], list[ArtifactResult]] = {}
+    for a in rows:
+        groups.setdefault((max(a.size_bytes, 1), round(a.metric["value"], 9)), []).append(a)
+    xs, ys, colours = [], [], []
+    for (size, value), members in groups.items():
+        for k, a in enumerate(members):
+            xs.append(size * 1.04**k)
+            ys.append(value)
+            colours.append(a.latency_ms["p50"] if a.latency_ms else float("nan"))
+        label = ", ".join(dict.fromkeys(a.name for a in members))
+        label += "\n" + ", ".join(_short_where(a) for a in members)
+        ax.annotate(label, (size, value), textcoords="offset points", xytext=(6, 5), fontsize=7)
+    points = ax.scatter(xs, ys, c=colours, cmap="viridis", s=60, edgecolors="black", zorder=3)
+    if any(a.latency_ms for a in rows):
+        fig.colorbar(points, ax=ax, label="p50 latency, batch 1 (ms)")
