@@ -281,8 +281,8 @@ def test_select_builds_lists_and_rejects_bad_combos():
         select(["tflite"], ["int4"])
     with pytest.raises(UserError, match="unknown artifact 'tflite-int4'"):
         select(["tflite-int4"])
-    with pytest.raises(UserError, match="keras has no int8"):
-        select(["keras"], ["int8"])
+    # the keras passthrough is the reference: precisions do not apply to it
+    assert [f.name for f in select(["keras", "tflite"], ["int8"])] == ["keras-fp32", "tflite-int8"]
     with pytest.raises(UserError, match="not both"):
         select(["tflite-int8"], ["fp16"])
     assert "tflite-int16x8" in formats.help_table()

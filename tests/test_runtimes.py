@@ -107,6 +107,21 @@ def test_tensor_specs_describe_the_artifact(artifacts):
         assert r.name == "keras" and r.inputs[0].shape == (-1, 8)
 
 
+def test_onnx_runner_pins_threads_only_when_asked(tabular, artifacts):
+    _, x = tabular
+    with open_runner(artifacts["onnx-fp32"]) as default:
+        options = default._session.get_session_options()
+        assert options.intra_op_num_threads == 0  # ORT's own choice, as before
+        expected = default.predict(x[:3])
+    with open_runner(artifacts["onnx-int8"], provider="cpu", num_threads=1) as r:
+        options = r._session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    with open_runner(artifacts["onnx-fp32"], num_threads=1) as r:
+        np.testing.assert_allclose(r.predict(x[:3]), expected, atol=1e-6)
+    with pytest.raises(UserError, match="num_threads"):
+        open_runner(artifacts["onnx-fp32"], num_threads=0)
+
+
 def test_keras_runner_accepts_a_model_object(tabular):
     model, x = tabular
     runner = open_runner(model)

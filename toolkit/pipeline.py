@@ -9,8 +9,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from toolkit.recipe import load_recipe
 
 
@@ -29,48 +27,6 @@ def run_training(
     if overrides:
         loaded = loaded.with_overrides(overrides)
     return train(loaded, runs_dir, name=name, force=force)
-
-
-def dataset_for_model(loaded: Any, data: str | None, seed: int = 0) -> Any | None:
-    """The data to calibrate and validate on: `--data`, else the run's recipe dataset.
-
-    `--data` images are sized to the model's input so any image folder fits.
-    """
-    from toolkit.data import DataSpec, load_dataset
-    from toolkit.modelio import model_input_shape
-    from toolkit.recipe import load_recipe
-
-    if data:
-        shape = model_input_shape(loaded.model)
-        image = len(shape) == 3
-        spec = DataSpec(
-            name=data,
-            image_size=(int(shape[0]), int(shape[1])) if image else None,
-            color_mode=("grayscale" if shape[-1] == 1 else "rgb") if image else None,
-            seed=seed,
-        )
-        return load_dataset(spec)
-    if loaded.recipe_path is not None:
-        return load_dataset(load_recipe(str(loaded.recipe_path)).dataset.spec())
-    if loaded.input_spec and loaded.input_spec.get("dataset"):
-        spec = dict(loaded.input_spec["dataset"])
-        for key in ("image_size",):
-            if spec.get(key) is not None:
-                spec[key] = tuple(spec[key])
-        return load_dataset(DataSpec(**spec))
-    return None
-
-
-def eval_data(ds: Any, split: str, limit: int | None = None, seed: int = 0) -> Any:
-    from toolkit.validate import EvalData
-
-    part = getattr(ds, split)
-    x = part.take_x(limit, seed=seed)
-    y = np.asarray(part.y)
-    if limit is not None and limit < len(y):
-        idx = np.sort(np.random.default_rng(seed).choice(len(y), size=limit, replace=False))
-        y = y[idx]
-    return EvalData(x, y, ds.task, ds.labels, name=f"{ds.name} {split} split ({len(y)} samples)")
 
 
 def default_export_dir(loaded: Any) -> Path:
@@ -94,13 +50,24 @@ def run_export(
     seed: int = 0,
     latency_runs: int = 50,
     max_eval_samples: int | None = None,
+    input_range: str | None = None,
+    parity: bool = False,
 ) -> Any:
     """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
 
-    Returns the Report; raises GateFailed when a budget is given and not met.
+    Returns (ExportResult, Report or None when no data was known); raises GateFailed when a
+    budget is given and not met.
     """
     from toolkit.convert import select
     from toolkit.errors import GateFailed, UserError
+    from toolkit.evaldata import (
+        calibration_data,
+        check_fits,
+        dataset_for_model,
+        eval_data,
+        parse_range,
+        range_adapter,
+    )
     from toolkit.export import export
     from toolkit.modelio import load_model
     from toolkit.validate import validate
@@ -117,7 +84,12 @@ def run_export(
             f"{model}: no dataset to calibrate/validate with (no recipe beside the model); "
             "pass --data DATASET (e.g. image-folder:PATH, npz:PATH, digits)"
         )
-    calibration = ds.train.take_x(calib_samples, seed=seed) if ds is not None else None
+    adapt = None
+    if ds is not None:
+        check_fits(ds, loaded.model)
+        adapt = range_adapter(ds, parse_range(input_range))
+    calibration = calibration_data(ds, calib_samples, seed, adapt) if ds is not None else None
+    reference = loaded.model if parity else None
     export_dir = out or default_export_dir(loaded)
     spec_dir = loaded.path if loaded.kind == "run" else Path(loaded.path).parent
 
@@ -130,7 +102,8 @@ def run_export(
         plain = [f for f in chosen_formats if f.format == "keras"]
         fmts = list(dict.fromkeys(f.format for f in chosen_formats if f.format != "keras"))
         staging = Path(tempfile.mkdtemp(prefix="keras-edge-chosen-"))
-        val = eval_data(ds, "val", max_eval_samples, seed)
+        val = eval_data(ds, "val", limit=max_eval_samples, seed=seed, adapt=adapt,
+                        parity_model=reference)  # fmt: skip
         picked, budget = choose(loaded.model, fmts, val, calibration, max_drop, staging)
         result = export(
             loaded.model, plain, export_dir, calibration=calibration, input_spec_dir=spec_dir,
@@ -144,7 +117,8 @@ def run_export(
         )  # fmt: skip
     if ds is None:
         return result, None
-    test = eval_data(ds, "test", max_eval_samples, seed)
+    test = eval_data(ds, "test", limit=max_eval_samples, seed=seed, adapt=adapt,
+                     parity_model=reference)  # fmt: skip
     report = validate(result.artifacts, test, reference=loaded.model, latency_runs=latency_runs)
     if budget is not None:
         report.budget = budget
@@ -191,6 +165,7 @@ def run_validate(
 ) -> Any:
     """Validate an existing export directory (re-runnable from disk); writes its report."""
     from toolkit.errors import UserError
+    from toolkit.evaldata import check_fits, dataset_for_model, eval_data
     from toolkit.modelio import load_model
     from toolkit.validate import discover_artifacts, validate
 
@@ -213,7 +188,8 @@ def run_validate(
     ds = dataset_for_model(loaded, data, seed)
     if ds is None:
         raise UserError(f"no dataset known for {export_dir}; pass --data DATASET")
-    test = eval_data(ds, "test", max_eval_samples, seed)
+    check_fits(ds, loaded.model)
+    test = eval_data(ds, "test", limit=max_eval_samples, seed=seed)
     report = validate(artifacts, test, reference=loaded.model, latency_runs=latency_runs,
                       runtimes=runtimes)  # fmt: skip
     report.apply_budget_flags(max_drop)

@@ -10,6 +10,28 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def muted_stderr() -> Iterator[None]:
+    """Silence C++ logging written straight to fd 2 (converter and delegate banners).
+
+    Python exceptions still carry their messages; set KERAS_EDGE_DEBUG=1 to see everything.
+    """
+    if os.environ.get("KERAS_EDGE_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def import_tensorflow_quietly() -> None:

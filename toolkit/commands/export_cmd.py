@@ -54,6 +54,18 @@ def export_command(
     unsafe: bool = typer.Option(
         False, "--unsafe", help="Allow Lambda layers with Python code (trusted files only)."
     ),
+    input_range: str | None = typer.Option(
+        None,
+        "--input-range",
+        help="LO,HI the model expects; the data's raw range is mapped "
+        "onto it (e.g. 0,1 for a third-party model that takes [0, 1] images).",
+    ),
+    parity: bool = typer.Option(
+        False,
+        "--parity",
+        help="Label the data with the reference model's own predictions: "
+        "measure parity, not accuracy (for data with other classes than the model's).",
+    ),
     list_formats: bool = typer.Option(False, "--list", help="List every artifact and exit."),
 ) -> None:
     """Convert a model to TFLite/ONNX artifacts and validate each in its real runtime."""
@@ -69,9 +81,12 @@ def export_command(
         model, formats=_split(formats), precisions=_split(precisions), data=data,
         calib_samples=calib_samples, max_drop=max_drop, out=out, opset=opset, force=force,
         safe_mode=not unsafe, latency_runs=latency_runs, max_eval_samples=max_eval_samples,
+        input_range=input_range, parity=parity,
     )  # fmt: skip
     if report is not None:
         report.print_table()
+    else:
+        console.print("[yellow]note:[/] not validated: no dataset known; pass --data DATASET")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"wrote {result.export_dir}/: " + " ".join(p.name for p in result.artifacts)

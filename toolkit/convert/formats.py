@@ -113,6 +113,8 @@ def select(formats: list[str] | None = None, precisions: list[str] | None = None
     _check_known("precision", precisions or [], all_precisions())
     chosen_formats = plain or format_names()
     for fmt in plain:
+        if fmt == "keras":  # the passthrough reference has one precision; precisions don't apply
+            continue
         for precision in precisions or []:
             if precision not in precisions_of(fmt):
                 raise UserError(
@@ -122,7 +124,8 @@ def select(formats: list[str] | None = None, precisions: list[str] | None = None
     result = [
         f
         for f in FORMATS
-        if f.format in chosen_formats and (precisions is None or f.precision in precisions)
+        if f.format in chosen_formats
+        and (precisions is None or f.precision in precisions or f.format == "keras")
     ]
     if precisions is not None and not result:
         raise UserError(f"no artifact matches precisions {', '.join(precisions)}")

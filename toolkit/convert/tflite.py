@@ -37,7 +37,9 @@ SELECTIVE = ("int8", "int8-float-io", "uint8")
 def _quiet_converter() -> Iterator[None]:
     """Hide two known-benign warnings: int8 I/O 'statistics' and the debugger's use of the
     deprecated tf.lite.Interpreter (it only runs calibration there)."""
-    with warnings.catch_warnings():
+    from toolkit.quiet import muted_stderr
+
+    with warnings.catch_warnings(), muted_stderr():  # also the C++ "fully_quantize: ..." lines
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
         yield

@@ -68,8 +68,11 @@ class LiteRTRunner(Runner):
         kwargs: dict[str, Any] = {"model_path": str(self.path), "num_threads": num_threads}
         if delegate == "reference":
             kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_REF
+        from toolkit.quiet import muted_stderr
+
         try:
-            self._interp = litert.Interpreter(**kwargs)
+            with muted_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" banner
+                self._interp = litert.Interpreter(**kwargs)
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"LiteRT cannot load {self.path}: {exc}") from exc

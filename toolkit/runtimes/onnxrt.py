@@ -54,10 +54,18 @@ class OnnxRunner(Runner):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, provider: str = "CPUExecutionProvider") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        provider: str = "CPUExecutionProvider",
+        num_threads: int | None = None,
+    ) -> None:
+        """`num_threads` pins intra-op threads (and inter-op to 1); None keeps ORT's default."""
         import onnx
         import onnxruntime as ort
 
+        if num_threads is not None and (isinstance(num_threads, bool) or num_threads < 1):
+            raise UserError(f"num_threads must be a positive integer; got {num_threads}")
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"ONNX model not found: {self.path}")
@@ -77,6 +85,9 @@ class OnnxRunner(Runner):
         providers = list(dict.fromkeys([provider, "CPUExecutionProvider"]))
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if num_threads is not None:
+            options.intra_op_num_threads = int(num_threads)
+            options.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=providers

@@ -1,0 +1,304 @@
+"""The export benchmark (issue #3): our pipeline vs the plain converters -> bench/RESULTS.md.
+
+For each recipe: train it (or reuse the run), export every TFLite/ONNX precision with
+`keras-edge export` in a child process (wall time and that process's peak RSS), read the rows
+its validation wrote to report.json, build the plain baselines from the same model and the same
+calibration samples, measure 1-thread batch-1 latency of every artifact, and write the tables
+and the checks computed from them. No number in RESULTS.md is typed by hand.
+
+    .venv/bin/python bench/run.py --out bench/RESULTS.md          # what `make bench` runs
+    .venv/bin/python bench/run.py --quick --recipes digits-cnn    # smoke run (3 epochs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baselines import Measured, baseline_rows, measure_accuracy, measure_latency, reference_of  # noqa: E402
+
+DEFAULT_RECIPES = ("digits-cnn", "mnist-full-cnn")
+NEEDS_SHARED = {"mnist-full-cnn": REPO.parent / "shared" / "data" / "mnist-test"}
+CALIB_SAMPLES = 256  # run_export's default; the baselines get the very same samples
+MAX_INT8_DROP = 0.005  # 0.5 pp
+MAX_INT8_SIZE_RATIO = 0.27
+MAX_FP32_DIFF = 1e-5
+MAX_INT8_LATENCY_RATIO = 0.5
+TIMED = {("litert", "xnnpack"), ("onnxruntime", "CPUExecutionProvider")}
+
+
+def machine() -> list[str]:
+    def first(path: str, key: str) -> str:
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(key):
+                    return line.split(":" if ":" in line else "=", 1)[1].strip().strip('"')
+        except OSError:
+            pass
+        return "unknown"
+
+    mem_kib = first("/proc/meminfo", "MemTotal").split()[0]
+    ram = f"{int(mem_kib) / 1024**2:.1f} GiB" if mem_kib.isdigit() else "unknown"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [
+        f"CPU: {first('/proc/cpuinfo', 'model name')}; {os.cpu_count()} logical cores "
+        f"({usable} usable by this process)",
+        f"RAM: {ram}",
+        f"OS: {first('/etc/os-release', 'PRETTY_NAME')}; {platform.platform()}",
+        f"Python: {platform.python_version()} ({sys.executable})",
+    ]
+
+
+def export_child(run_dir: Path, out: Path, latency_runs: int, log: Path) -> tuple[float, int, int]:
+    """`keras-edge export` (= pipeline.run_export) in a child; (wall s, peak RSS KiB, rc).
+
+    Peak RSS is the child's own ru_maxrss, read with os.wait4 on its pid (Linux: KiB).
+    """
+    cmd = [sys.executable, "-m", "toolkit", "export", str(run_dir), "--formats",
+           "tflite,onnx,keras", "--out", str(out), "--force", "--latency-runs", str(latency_runs),
+           "--calib-samples", str(CALIB_SAMPLES)]  # fmt: skip
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        fh.write(shlex.join(cmd) + "\n")
+        fh.flush()
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, int(usage.ru_maxrss), proc.returncode
+
+
+def rows_from_report(report: object) -> list[Measured]:
+    rows = []
+    for a in report.artifacts:  # type: ignore[attr-defined]
+        row = Measured(a.name, Path(a.path), a.runtime, a.provider, f"{a.format}-fp32")
+        row.value, row.drop, row.agreement = a.metric["value"], a.drop, a.agreement
+        row.max_abs_diff, row.size, row.gzip, row.error = (
+            a.max_abs_diff,
+            a.size_bytes,
+            a.gzip_bytes,
+            a.error,
+        )
+        rows.append(row)
+    return rows
+
+
+def fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
+    return "—" if value is None else format(value * scale, spec)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def timed_row(rows: list[Measured], label: str) -> Measured | None:
+    return next((r for r in rows if r.label == label and (r.runtime, r.provider) in TIMED), None)
+
+
+def table(rows: list[Measured], metric: str) -> list[str]:
+    fp32_size = next((r.size for r in rows if r.label == "tflite-fp32"), None)
+    out = [
+        f"| artifact | runtime | {metric} | drop (pp) | agreement | max abs diff | size (KiB) | "
+        "gzip (KiB) | size / tflite-fp32 | p50 ms (1 thread) | p50 / fp32 same format | "
+        "invoke-only p50 ms | invoke-only / fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.error:
+            out.append(f"| {r.label} | {r.runtime}/{r.provider} | error: {r.error} |" + " |" * 10)
+            continue
+        fp32 = timed_row(rows, r.fp32_of)
+        fp32_p50 = fp32.p50 if fp32 else None
+        f32_inv = fp32.invoke_p50 if fp32 else None
+        cells = [r.label + (f" ({r.note})" if r.note else ""), f"{r.runtime}/{r.provider}",
+                 fmt(r.value, ".4f"), fmt(r.drop, "+.2f", 100), fmt(r.agreement, ".4f"),
+                 fmt(r.max_abs_diff, ".1e"), fmt(r.size, ",.1f", 1 / 1024),
+                 fmt(r.gzip, ",.1f", 1 / 1024), fmt(ratio(r.size, fp32_size), ".3f"),
+                 fmt(r.p50, ".3f"), fmt(ratio(r.p50, fp32_p50), ".2f"),
+                 fmt(r.invoke_p50, ".3f"), fmt(ratio(r.invoke_p50, f32_inv), ".2f")]  # fmt: skip
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def checks(rows: list[Measured]) -> list[str]:
+    """The issue's acceptance checks, each PASS/FAIL with the numbers that decided it."""
+    by = {(r.label, r.runtime, r.provider): r for r in rows}
+    ours = [r for r in rows if not r.baseline]
+    lines = []
+
+    def add(ok: bool, text: str) -> None:
+        lines.append(f"- **{'PASS' if ok else 'FAIL'}** {text}")
+
+    for name in ("tflite-int8", "onnx-int8"):
+        got = [r for r in ours if r.label == name]
+        ok = bool(got) and all(r.drop is not None and r.drop <= MAX_INT8_DROP + 1e-12 for r in got)
+        shown = ", ".join(f"{r.runtime}/{r.provider} {fmt(r.drop, '+.2f', 100)} pp" for r in got)
+        add(ok, f"{name} drop ≤ {MAX_INT8_DROP * 100:.1f} pp: {shown or 'missing'}")
+    sizes = {r.label: r.size for r in ours if r.size}
+    size_ratio = ratio(sizes.get("tflite-int8"), sizes.get("tflite-fp32"))
+    add(size_ratio is not None and size_ratio <= MAX_INT8_SIZE_RATIO,
+        f"tflite-int8 size ≤ {MAX_INT8_SIZE_RATIO} × tflite-fp32: {sizes.get('tflite-int8')} / "
+        f"{sizes.get('tflite-fp32')} bytes = {fmt(size_ratio, '.3f')}")  # fmt: skip
+    floats = [r for r in ours if r.label in ("tflite-fp32", "onnx-fp32", "keras-fp32")]
+    ok = bool(floats) and all(
+        r.max_abs_diff is not None and r.max_abs_diff <= MAX_FP32_DIFF for r in floats
+    )
+    shown = ", ".join(
+        f"{r.label} {r.runtime}/{r.provider} {fmt(r.max_abs_diff, '.1e')}" for r in floats
+    )
+    add(ok, f"float32 artifacts max abs diff ≤ {MAX_FP32_DIFF:.0e}: {shown}")
+    missing = Measured("missing", None, "", "", "")
+    for fmt_name, where in (("tflite", "LiteRT XNNPACK"), ("onnx", "ORT CPU")):
+        q = timed_row(ours, f"{fmt_name}-int8") or missing
+        f = timed_row(ours, f"{fmt_name}-fp32") or missing
+        r, r_invoke = ratio(q.p50, f.p50), ratio(q.invoke_p50, f.invoke_p50)
+        add(r is not None and r <= MAX_INT8_LATENCY_RATIO,
+            f"{fmt_name}-int8 p50 ≤ {MAX_INT8_LATENCY_RATIO} × {fmt_name}-fp32 p50 ({where}, "
+            f"1 thread, batch 1): {fmt(q.p50, '.3f')} / {fmt(f.p50, '.3f')} ms = "
+            f"{fmt(r, '.2f')} (runtime call alone: {fmt(q.invoke_p50, '.3f')} / "
+            f"{fmt(f.invoke_p50, '.3f')} ms = {fmt(r_invoke, '.2f')})")  # fmt: skip
+    plain = next((r for r in rows if r.baseline and " int8 " in r.label), None)
+    mine = by.get(("tflite-int8", "litert", "xnnpack"))
+    ok = bool(plain and mine and mine.value is not None
+              and (plain.value is None or mine.value >= plain.value))  # fmt: skip
+    add(ok, f"our tflite-int8 accuracy ≥ plain converter int8 (LiteRT XNNPACK): "
+            f"{fmt(mine.value if mine else None, '.4f')} vs "
+            f"{fmt(plain.value if plain else None, '.4f')}"
+            + (f" ({plain.error})" if plain and plain.error else ""))  # fmt: skip
+    return lines
+
+
+def bench_recipe(name: str, args: argparse.Namespace) -> list[str]:
+    from toolkit.evaldata import calibration_data, dataset_for_model, eval_data
+    from toolkit.modelio import load_model
+    from toolkit.pipeline import run_training
+    from toolkit.report import Report
+
+    lines = [f"## {name}", ""]
+    needed = NEEDS_SHARED.get(name)
+    if needed is not None and not needed.is_dir():
+        return [*lines, f"Skipped: {needed} is absent (the shared MNIST data).", ""]
+    runs = args.work / "runs"
+    run_dir = runs / name
+    reused = args.reuse and (run_dir / "model.keras").is_file()
+    if not reused:
+        overrides = {"train.epochs": 3} if args.quick else None
+        run_dir = Path(run_training(name, overrides, runs_dir=runs, force=True).run_dir)
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    export_dir = args.work / "export" / name
+    wall, rss, rc = export_child(
+        run_dir, export_dir, args.export_latency_runs, args.work / f"{name}-export.log"
+    )
+    if rc != 0:
+        tail = (args.work / f"{name}-export.log").read_text().strip().splitlines()[-3:]
+        return [*lines, f"`keras-edge export` failed (exit {rc}): " + " / ".join(tail), ""]
+    report = Report.load(export_dir)
+    rows = rows_from_report(report)
+
+    loaded = load_model(run_dir)
+    ds = dataset_for_model(loaded, None, 0)
+    calibration = calibration_data(ds, CALIB_SAMPLES, 0, lambda x: x)  # as run_export picks
+    test = eval_data(ds, "test", seed=0)
+    ref = reference_of(loaded.model, test)
+    base, findings = baseline_rows(loaded.model, calibration, args.work / "baselines" / name)
+    for row in base:
+        measure_accuracy(row, test, ref)
+    rows += base
+    measure_latency(
+        [r for r in rows if (r.runtime, r.provider) in TIMED],
+        test.x[0],
+        args.latency_reps,
+        args.latency_runs,
+    )
+
+    metric = report.metric_name
+    lines += [
+        f"Data: {report.data.get('name')}; calibration: the same {CALIB_SAMPLES} training "
+        "samples for our int8 artifacts and the plain int8 baseline.",
+        f"Training: {'reused ' + str(run_dir) if reused else 'trained now'}; "
+        f"{metrics.get('epochs_run')} epochs, {metrics.get('train_seconds')} s, "
+        f"{metrics.get('params'):,} params.",
+        f"Keras test {metric}: {metrics['test'][metric]:.4f} (metrics.json); re-measured by "
+        f"validation: {report.reference['metric']['value']:.4f}; by this script: {ref.value:.4f}.",
+        f"Export (`keras-edge export RUN --formats tflite,onnx,keras`, all precisions, validated "
+        f"on every runtime): wall {wall:.1f} s, peak RSS {rss / 1024:,.0f} MiB (exit {rc}).",
+        "",
+        "### Checks",
+        "",
+        *checks(rows),
+        "",
+        "### Artifacts",
+        "",
+        *table(rows, metric),
+        "",
+    ]
+    if findings:
+        lines += ["Findings from the plain routes:", "", *[f"- {f}" for f in findings], ""]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
+    parser.add_argument("--recipes", default=",".join(DEFAULT_RECIPES), help="comma list")
+    parser.add_argument("--quick", action="store_true", help="train 3 epochs (smoke run)")
+    parser.add_argument("--reuse", action="store_true", help="reuse bench/.work/runs/<recipe>")
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / ".work")
+    parser.add_argument("--latency-reps", type=int, default=5)
+    parser.add_argument("--latency-runs", type=int, default=100)
+    parser.add_argument("--export-latency-runs", type=int, default=50)
+    args = parser.parse_args(argv)
+    args.out, args.work = args.out.resolve(), args.work.resolve()
+    command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
+    os.chdir(REPO)  # recipes name data relative to the repository root
+    from toolkit.report import collect_versions
+    from toolkit.rundir import atomic_write_text
+
+    start, load_start = time.perf_counter(), os.getloadavg()
+    sections = []
+    for name in [r.strip() for r in args.recipes.split(",") if r.strip()]:
+        print(f"bench: {name}", flush=True)
+        sections += bench_recipe(name, args)
+    minutes = (time.perf_counter() - start) / 60
+    versions = ", ".join(f"{k} {v}" for k, v in collect_versions().items())
+    head = [
+        "# Export benchmark: keras-edge vs the plain converters"
+        + (" (smoke run: --quick, 3 epochs)" if args.quick else ""),
+        "",
+        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command}` "
+        f"(run from the repository root; `make bench` runs the same) in {minutes:.1f} min. "
+        "Every number below is computed by that run.",
+        "",
+        *[f"- {line}" for line in machine()],
+        f"- Load average (1 min) at start / end: {load_start[0]:.2f} / {os.getloadavg()[0]:.2f}",
+        f"- Versions: {versions}",
+        "",
+        "How to read it: accuracy, drop (Keras minus artifact, percentage points), agreement "
+        "(top-1 same as Keras) and max abs diff (vs Keras outputs) are on the full test split. "
+        "Our rows come from the export's own report.json (every runtime it validates on); "
+        "baseline rows are measured by this script the same way. p50 is batch 1, one thread "
+        f"(LiteRT XNNPACK num_threads=1; ORT CPU intra-op 1, inter-op 1): the median over "
+        f"{args.latency_reps} interleaved repetitions of the median of {args.latency_runs} calls, "
+        "float input converted in the runner included. `—`: not timed (reference kernels, Keras).",
+        "",
+    ]
+    atomic_write_text(args.out, "\n".join(head + sections))
+    print(f"bench: wrote {args.out} in {minutes:.1f} min", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
