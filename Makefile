@@ -18,7 +18,8 @@ setup: $(STAMP)
 # The main job end to end on the embedded digits dataset: train, then every later stage.
 demo: $(STAMP)
 	$(BIN)/keras-edge train digits-cnn --runs-dir $(RUNS) --force
-	$(BIN)/keras-edge predict $(RUNS)/digits-cnn samples/digits/digit-3.png samples/digits/digit-7.png
+	$(BIN)/keras-edge export $(RUNS)/digits-cnn --force
+	$(BIN)/keras-edge predict $(RUNS)/digits-cnn/export/model-int8.tflite samples/digits/digit-3.png samples/digits/digit-7.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import UserError
+from toolkit.rundir import atomic_write_bytes
+
+__all__ = ["atomic_write_bytes", "check_calibration", "check_model", "temp_path_beside"]
 
 
 def check_model(model: Any) -> Any:
@@ -64,20 +67,6 @@ def check_calibration(
     if not np.issubdtype(data.dtype, np.number) or not np.all(np.isfinite(data)):
         raise UserError(f"{artifact}: calibration data must be finite numbers")
     return data.astype(np.float32, copy=False)
-
-
-def atomic_write_bytes(filepath: str | Path, content: bytes) -> Path:
-    """Write via a temp file in the same directory + os.replace: no half-written artifact."""
-    filepath = Path(filepath)
-    fd, tmp = tempfile.mkstemp(prefix=f".{filepath.name}.", suffix=".tmp", dir=filepath.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-        os.replace(tmp, filepath)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return filepath
 
 
 def temp_path_beside(filepath: str | Path, suffix: str) -> Path:

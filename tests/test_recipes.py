@@ -1,0 +1,38 @@
+"""The built-in recipes reach their accuracy bars in inference mode (slow: real training).
+
+digits-cnn and tabular-mlp run exactly as shipped. The MNIST recipes run with fewer epochs to
+keep CI inside its budget; the full-length numbers are in README's "Measured" section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from toolkit.pipeline import run_training
+
+pytestmark = pytest.mark.slow
+
+
+def test_digits_cnn_as_shipped(tmp_path) -> None:
+    result = run_training("digits-cnn", runs_dir=tmp_path)
+    assert result.metrics["test"]["accuracy"] >= 0.97
+
+
+def test_tabular_mlp_beats_majority_class_by_far(tmp_path) -> None:
+    result = run_training("tabular-mlp", runs_dir=tmp_path)
+    accuracy, baseline = result.metrics["test"]["accuracy"], result.metrics["baseline"]
+    assert accuracy >= 0.93 and accuracy - baseline >= 0.25
+
+
+def test_mnist_cnn_short(tmp_path) -> None:
+    result = run_training("mnist-cnn", {"train.epochs": 8}, runs_dir=tmp_path)
+    assert result.metrics["test"]["accuracy"] >= 0.96
+
+
+def test_mnist_full_cnn_short(shared_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the recipe's data path is relative
+    result = run_training("mnist-full-cnn", {"train.epochs": 5}, runs_dir=tmp_path)
+    assert result.metrics["test"]["samples"] == 2000
+    assert result.metrics["test"]["accuracy"] >= 0.98
