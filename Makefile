@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: setup demo test test-fast lint format bench wheel-check clean
+.PHONY: setup demo test test-fast lint format bench wheel-check clean pi-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format toolkit tests samples bench
 	$(BIN)/ruff check --fix toolkit tests samples bench
+
+# The emulated Raspberry Pi proof: raspberry-pi bundles run under qemu-aarch64 on Debian bookworm
+# arm64 (Raspberry Pi OS 64-bit); sysroot built once into ~/.cache/keras-edge/pi-sysroot.
+pi-test: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_pi.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out bench/RESULTS.md

@@ -179,7 +179,17 @@ def checks(rows: list[Measured]) -> list[str]:
     return lines
 
 
-def bench_recipe(name: str, args: argparse.Namespace) -> list[str]:
+def validation_cost(report: object, top: int = 3) -> str:
+    """Inference seconds validation spent per row, estimated as report p50 x test samples."""
+    n = int(report.data.get("samples", 0))  # type: ignore[attr-defined]
+    cost = [(a.latency_ms["p50"] * n / 1000, f"{a.name} {a.runtime}/{a.provider}")
+            for a in report.artifacts if a.latency_ms]  # type: ignore[attr-defined]  # fmt: skip
+    cost.sort(reverse=True)
+    shown = ", ".join(f"{what} {sec:.0f} s" for sec, what in cost[:top])
+    return f"≈ {sum(c for c, _ in cost):.0f} s (Σ report p50 × {n} samples); largest: {shown}"
+
+
+def bench_recipe(name: str, args: argparse.Namespace) -> tuple[list[str], list[str]]:
     from toolkit.evaldata import calibration_data, dataset_for_model, eval_data
     from toolkit.modelio import load_model
     from toolkit.pipeline import run_training
@@ -188,13 +198,15 @@ def bench_recipe(name: str, args: argparse.Namespace) -> list[str]:
     lines = [f"## {name}", ""]
     needed = NEEDS_SHARED.get(name)
     if needed is not None and not needed.is_dir():
-        return [*lines, f"Skipped: {needed} is absent (the shared MNIST data).", ""]
+        return [*lines, f"Skipped: {needed} is absent (the shared MNIST data).", ""], []
     runs = args.work / "runs"
     run_dir = runs / name
     reused = args.reuse and (run_dir / "model.keras").is_file()
+    clock = time.perf_counter()
     if not reused:
         overrides = {"train.epochs": 3} if args.quick else None
         run_dir = Path(run_training(name, overrides, runs_dir=runs, force=True).run_dir)
+    train_s = time.perf_counter() - clock
     import json
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -204,10 +216,11 @@ def bench_recipe(name: str, args: argparse.Namespace) -> list[str]:
     )
     if rc != 0:
         tail = (args.work / f"{name}-export.log").read_text().strip().splitlines()[-3:]
-        return [*lines, f"`keras-edge export` failed (exit {rc}): " + " / ".join(tail), ""]
+        return [*lines, f"`keras-edge export` failed (exit {rc}): " + " / ".join(tail), ""], []
     report = Report.load(export_dir)
     rows = rows_from_report(report)
 
+    clock = time.perf_counter()
     loaded = load_model(run_dir)
     ds = dataset_for_model(loaded, None, 0)
     calibration = calibration_data(ds, CALIB_SAMPLES, 0, lambda x: x)  # as run_export picks
@@ -217,6 +230,7 @@ def bench_recipe(name: str, args: argparse.Namespace) -> list[str]:
     for row in base:
         measure_accuracy(row, test, ref)
     rows += base
+    baselines_s, clock, load = time.perf_counter() - clock, time.perf_counter(), os.getloadavg()
     measure_latency(
         [r for r in rows if (r.runtime, r.provider) in TIMED],
         test.x[0],
@@ -224,7 +238,9 @@ def bench_recipe(name: str, args: argparse.Namespace) -> list[str]:
         args.latency_runs,
     )
 
+    latency_s = time.perf_counter() - clock
     metric = report.metric_name
+    verdicts = checks(rows)
     lines += [
         f"Data: {report.data.get('name')}; calibration: the same {CALIB_SAMPLES} training "
         "samples for our int8 artifacts and the plain int8 baseline.",
@@ -234,11 +250,15 @@ def bench_recipe(name: str, args: argparse.Namespace) -> list[str]:
         f"Keras test {metric}: {metrics['test'][metric]:.4f} (metrics.json); re-measured by "
         f"validation: {report.reference['metric']['value']:.4f}; by this script: {ref.value:.4f}.",
         f"Export (`keras-edge export RUN --formats tflite,onnx,keras`, all precisions, validated "
-        f"on every runtime): wall {wall:.1f} s, peak RSS {rss / 1024:,.0f} MiB (exit {rc}).",
+        f"on every runtime): wall {wall:.1f} s, peak RSS {rss / 1024:,.0f} MiB (exit {rc}); its "
+        f"validation inference {validation_cost(report)}.",
+        f"This script's phases: {'train' if not reused else 'load run'} {train_s:.0f} s, export "
+        f"{wall:.0f} s, baselines + their accuracy {baselines_s:.0f} s, 1-thread latency "
+        f"{latency_s:.0f} s (1-min load average when latency started: {load[0]:.2f}).",
         "",
         "### Checks",
         "",
-        *checks(rows),
+        *verdicts,
         "",
         "### Artifacts",
         "",
@@ -247,7 +267,7 @@ def bench_recipe(name: str, args: argparse.Namespace) -> list[str]:
     ]
     if findings:
         lines += ["Findings from the plain routes:", "", *[f"- {f}" for f in findings], ""]
-    return lines
+    return lines, verdicts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,10 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     from toolkit.rundir import atomic_write_text
 
     start, load_start = time.perf_counter(), os.getloadavg()
-    sections = []
+    sections, summary = [], []
     for name in [r.strip() for r in args.recipes.split(",") if r.strip()]:
         print(f"bench: {name}", flush=True)
-        sections += bench_recipe(name, args)
+        lines, verdicts = bench_recipe(name, args)
+        sections += lines
+        passed = sum("**PASS**" in v for v in verdicts)
+        summary.append(f"{name} {passed}/{len(verdicts)} PASS" if verdicts else f"{name} skipped")
     minutes = (time.perf_counter() - start) / 60
     versions = ", ".join(f"{k} {v}" for k, v in collect_versions().items())
     head = [
@@ -281,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command}` "
         f"(run from the repository root; `make bench` runs the same) in {minutes:.1f} min. "
         "Every number below is computed by that run.",
+        "",
+        f"Checks: {'; '.join(summary)} (each recipe's list below says which and by how much).",
         "",
         *[f"- {line}" for line in machine()],
         f"- Load average (1 min) at start / end: {load_start[0]:.2f} / {os.getloadavg()[0]:.2f}",

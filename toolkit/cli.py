@@ -25,6 +25,10 @@ COMMAND_MODULES = (
     "toolkit.commands.catalog_cmd",
     "toolkit.commands.predict_cmd",
     "toolkit.commands.export_cmd",
+    "toolkit.commands.tune_cmd",
+    "toolkit.commands.optimize_cmd",
+    "toolkit.commands.package_cmd",
+    "toolkit.commands.check_cmd",
 )
 
 
@@ -87,9 +91,18 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version."
     ),
+    max_model_bytes: str | None = typer.Option(
+        None,
+        "--max-model-bytes",
+        metavar="SIZE",
+        help="Refuse model files larger than this (e.g. 300M; default 2G, or "
+        "$KERAS_EDGE_MAX_MODEL_BYTES).",
+    ),
 ) -> None:
     if debug:
         _State.debug = True
+    if max_model_bytes is not None:  # checked (one-line error) where a model is loaded
+        os.environ["KERAS_EDGE_MAX_MODEL_BYTES"] = max_model_bytes
 
 
 for _module in COMMAND_MODULES:

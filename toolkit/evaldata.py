@@ -66,8 +66,8 @@ def parse_range(text: str | None) -> tuple[float, float] | None:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"--input-range expects LO,HI (e.g. 0,1), got {text!r}") from None
-    if not hi > lo:
-        raise UserError(f"--input-range needs LO < HI, got {text!r}")
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise UserError(f"--input-range needs finite LO < HI, got {text!r}")
     return lo, hi
 
 

@@ -31,22 +31,17 @@ def find_input_spec(artifact: Path) -> dict[str, Any] | None:
 
 
 def _image(path: Path, shape: tuple[int, ...], value_range: tuple[float, float]) -> np.ndarray:
+    """Decode exactly as training did (toolkit.data.images): 16-bit, palette, CMYK, alpha alike."""
     from PIL import Image, UnidentifiedImageError
 
-    if len(shape) != 3:
+    from toolkit.data.images import decode_image
+
+    if len(shape) != 3 or shape[2] not in (1, 3):
         raise UserError(f"{path}: an image was given but the model takes shape {shape}")
     height, width, channels = shape
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("RGBA", "LA", "P", "PA"):
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, img)
-            img = img.convert("L" if channels == 1 else "RGB")
-            img = img.resize((width, height), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32).reshape(height, width, channels)
-    except (UnidentifiedImageError, OSError) as err:
+        arr = decode_image(str(path), "grayscale" if channels == 1 else "rgb", (height, width))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise UserError(f"{path}: not a readable image ({err.__class__.__name__})") from None
     lo, hi = value_range
     return lo + arr / 255.0 * (hi - lo)

@@ -78,9 +78,38 @@ def regression_metrics(y_true: np.ndarray, outputs: np.ndarray) -> dict[str, Any
     }
 
 
+def anomaly_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    """Labels 0 normal / 1 anomaly against a score where higher means more anomalous (an
+    autoencoder's reconstruction error). ROC-AUC needs no threshold, so it leads; the F1 is
+    at the best threshold on this split (optimistic; a deployment picks it on validation)."""
+    from sklearn import metrics
+
+    y_true = np.asarray(y_true).astype(np.int64).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(y_true), -1).mean(axis=1)
+    result: dict[str, Any] = {
+        "samples": len(y_true),
+        "anomalies": int(y_true.sum()),
+        "roc_auc": None,
+        "average_precision": None,
+        "best_f1": None,
+        "best_threshold": None,
+    }
+    if 0 < y_true.sum() < len(y_true):
+        result["roc_auc"] = float(metrics.roc_auc_score(y_true, scores))
+        result["average_precision"] = float(metrics.average_precision_score(y_true, scores))
+        precision, recall, thresholds = metrics.precision_recall_curve(y_true, scores)
+        f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
+        best = int(np.argmax(f1[:-1])) if len(thresholds) else 0
+        result["best_f1"] = float(f1[best])
+        result["best_threshold"] = float(thresholds[best]) if len(thresholds) else None
+    return result
+
+
 def task_metrics(
     task: str, y_true: np.ndarray, outputs: np.ndarray, labels: list[str] | None = None
 ) -> dict[str, Any]:
+    if task == "anomaly":
+        return anomaly_metrics(y_true, outputs)
     if task == "regression":
         return regression_metrics(y_true, outputs)
     return classification_metrics(y_true, outputs, labels)
@@ -88,11 +117,15 @@ def task_metrics(
 
 def headline(task: str) -> tuple[str, bool]:
     """The one metric a report leads with, and whether higher is better."""
+    if task == "anomaly":
+        return ("roc_auc", True)
     return ("mae", False) if task == "regression" else ("accuracy", True)
 
 
 def majority_baseline(task: str, y_train: np.ndarray, y_test: np.ndarray) -> float:
     """What a model that ignores its input scores: the bar every recipe must clear."""
+    if task == "anomaly":
+        return 0.5  # the ROC-AUC of a constant score
     if task == "regression":
         return float(np.mean(np.abs(np.asarray(y_test) - np.median(y_train))))
     values, counts = np.unique(np.asarray(y_train), return_counts=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -45,15 +46,45 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
 
 
+DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3
+MAX_MODEL_BYTES_ENV = "KERAS_EDGE_MAX_MODEL_BYTES"
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_bytes(text: str, what: str = MAX_MODEL_BYTES_ENV) -> int:
+    """'500000', '300M', '2G' or '1.5GiB' -> bytes; anything else is a UserError naming `what`."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not match or float(match.group(1)) * _UNITS[match.group(2).upper()] < 1:
+        raise UserError(f"{what} expects a size in bytes such as 500000, 300M or 2G; got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def max_model_bytes() -> int:
+    """The largest model file any loader accepts: $KERAS_EDGE_MAX_MODEL_BYTES, else 2 GiB.
+
+    `keras-edge --max-model-bytes N` sets the variable for one command.
+    """
+    raw = os.environ.get(MAX_MODEL_BYTES_ENV, "").strip()
+    return parse_bytes(raw) if raw else DEFAULT_MAX_MODEL_BYTES
+
+
+def check_model_size(target: str | Path, max_bytes: int | None = None) -> None:
+    """Refuse a model file (or SavedModel directory) larger than the bound, before reading it."""
+    _check_size(Path(target), max_model_bytes() if max_bytes is None else max_bytes)
+
+
 def load_model(
-    path: str | Path, *, safe_mode: bool = True, max_bytes: int = 2 * 1024**3
+    path: str | Path, *, safe_mode: bool = True, max_bytes: int | None = None
 ) -> LoadedModel:
-    """Load a single-input model of any accepted kind; every user-fixable failure is a UserError."""
+    """Load a single-input model of any accepted kind; every user-fixable failure is a UserError.
+
+    `max_bytes` defaults to `max_model_bytes()` (2 GiB unless $KERAS_EDGE_MAX_MODEL_BYTES).
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"model file not found: {path}")
     kind, target = _classify(path)
-    _check_size(target, max_bytes)
+    check_model_size(target, max_bytes)
     notes: list[str] = []
     if kind in ("run", "keras"):
         model = _load_keras(target, safe_mode)
@@ -125,7 +156,8 @@ def _check_size(target: Path, max_bytes: int) -> None:
     if size > max_bytes:
         raise UserError(
             f"cannot load {target}: it is {size / 2**20:.1f} MiB, larger than the "
-            f"{max_bytes / 2**20:.1f} MiB bound (max_bytes)"
+            f"{max_bytes / 2**20:.1f} MiB bound; raise it with --max-model-bytes or "
+            f"${MAX_MODEL_BYTES_ENV} if you trust the file"
         )
 
 
@@ -162,10 +194,18 @@ def _load_keras(path: Path, safe_mode: bool) -> Any:
     """A Keras 3 zip: checked to be a zip with config.json before Keras opens it."""
     import keras
 
+    import toolkit.builders.layers  # noqa: F401  registers the zoo's custom layers (FusedLSTM)
+
     try:
         with zipfile.ZipFile(path) as archive:
-            if "config.json" not in archive.namelist():
+            names = archive.namelist()
+            if "config.json" not in names:
                 raise _invalid(path)
+            unsafe = [
+                n for n in names if n.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", n)
+            ]
+            if unsafe:  # zip-slip: never let a member name point outside an extraction dir
+                raise UserError(f"cannot load {path}: unsafe member name {unsafe[0]!r} in the zip")
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise _invalid(path) from exc
     try:

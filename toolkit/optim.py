@@ -9,6 +9,10 @@ from toolkit.errors import UserError
 
 def resolve_loss(loss: str, task: str, num_classes: int) -> str:
     """`auto` -> sparse categorical CE for classes, MSE for regression; check the rest fit."""
+    if task == "anomaly":
+        if loss != "auto":
+            raise UserError(f"train.loss {loss!r} does not apply to anomaly detection; use auto")
+        return "reconstruction"
     if loss == "auto":
         return "mse" if task == "regression" else "sparse_categorical_crossentropy"
     classification = {"sparse_categorical_crossentropy", "categorical_crossentropy"}
@@ -35,8 +39,20 @@ def make_loss(name: str, label_smoothing: float) -> Any:
         "mse": keras.losses.MeanSquaredError,
         "mae": keras.losses.MeanAbsoluteError,
         "huber": keras.losses.Huber,
+        "reconstruction": lambda: reconstruction_loss,
     }
     return table[name]()
+
+
+def reconstruction_loss(y_true: Any, y_pred: Any) -> Any:
+    """Mean anomaly score (the model's output) over the *normal* samples (label 0) of a batch:
+    an autoencoder learns what normal looks like; anomalies in training data are ignored."""
+    import keras
+
+    ops = keras.ops
+    normal = 1.0 - ops.reshape(ops.cast(y_true, y_pred.dtype), (-1,))
+    score = ops.reshape(y_pred, (-1,))
+    return ops.sum(score * normal) / ops.maximum(ops.sum(normal), 1.0)
 
 
 def metrics_for(loss: str) -> list[Any]:
@@ -47,6 +63,8 @@ def metrics_for(loss: str) -> list[Any]:
         "categorical_crossentropy": [keras.metrics.CategoricalAccuracy("accuracy")],
         "binary_crossentropy": [keras.metrics.BinaryAccuracy("accuracy")],
     }
+    if loss == "reconstruction":
+        return []  # the loss is the metric: mean reconstruction error on normal samples
     return table.get(loss, [keras.metrics.MeanAbsoluteError("mae")])
 
 

@@ -30,7 +30,7 @@ def run_training(
 
 
 def default_export_dir(loaded: Any) -> Path:
-    if loaded.kind == "run":
+    if loaded.kind in ("run", "saved_model") and Path(loaded.path).is_dir():
         return Path(loaded.path) / "export"
     return Path("runs") / Path(loaded.path).stem / "export"
 
@@ -52,6 +52,7 @@ def run_export(
     max_eval_samples: int | None = None,
     input_range: str | None = None,
     parity: bool = False,
+    runtimes: list[str] | None = None,
 ) -> Any:
     """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
 
@@ -90,8 +91,8 @@ def run_export(
         adapt = range_adapter(ds, parse_range(input_range))
     calibration = calibration_data(ds, calib_samples, seed, adapt) if ds is not None else None
     reference = loaded.model if parity else None
-    export_dir = out or default_export_dir(loaded)
-    spec_dir = loaded.path if loaded.kind == "run" else Path(loaded.path).parent
+    export_dir = Path(out) if out else default_export_dir(loaded)  # str paths from the API too
+    spec_dir = Path(loaded.path) if Path(loaded.path).is_dir() else Path(loaded.path).parent
 
     budget = None
     if auto:
@@ -119,7 +120,8 @@ def run_export(
         return result, None
     test = eval_data(ds, "test", limit=max_eval_samples, seed=seed, adapt=adapt,
                      parity_model=reference)  # fmt: skip
-    report = validate(result.artifacts, test, reference=loaded.model, latency_runs=latency_runs)
+    report = validate(result.artifacts, test, reference=loaded.model, latency_runs=latency_runs,
+                      runtimes=runtimes)  # fmt: skip
     if budget is not None:
         report.budget = budget
     report.apply_budget_flags(max_drop)

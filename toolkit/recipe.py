@@ -115,6 +115,48 @@ class TrainConfig(_Strict):
     tensorboard: bool = True
 
 
+class TransferConfig(_Strict):
+    """Transfer learning: a pretrained backbone, cut at its features, with a new head.
+
+    Phase 1 trains the head for `train.epochs` with the backbone frozen; phase 2 (when
+    `fine_tune_epochs` > 0) unfreezes the top `fine_tune_layers` backbone layers at
+    `learning_rate * fine_tune_lr_factor`, BatchNorm kept in inference mode throughout.
+    """
+
+    backbone: str  # a Keras file (.keras, .h5, SavedModel dir, run dir) or a builder name
+    weights: str | None = None  # builder backbones: imagenet | PATH | none
+    cut: str = "auto"  # layer whose output is the features; auto: what feeds the last Dense
+    input_size: tuple[int, int] | None = None  # builder backbones; files use their own size
+    input_range: tuple[float, float] | None = None  # file backbones: default input_spec or 0..1
+    pretrained: bool = True  # false: same architecture, fresh weights, all trainable (baseline)
+    fine_tune_layers: int = Field(0, ge=0)
+    fine_tune_epochs: int = Field(0, ge=0)
+    fine_tune_lr_factor: float = Field(0.1, gt=0, le=1)
+    head_dense: int = Field(0, ge=0)  # an extra ReLU Dense layer before the output (0: none)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class ParamRange(_Strict):
+    """One searched value: `choices`, or a `low`..`high` range (int when both are ints)."""
+
+    choices: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+
+class SearchConfig(_Strict):
+    """`keras-edge tune`: dotted recipe keys -> ranges, plus optional int8 constraints."""
+
+    params: dict[str, ParamRange] = {}
+    trial_epochs: int | None = Field(None, ge=1)  # default: train.epochs
+    prune: bool = True
+    max_int8_kb: float | None = Field(None, gt=0)  # int8 TFLite file size bound
+    max_int8_latency_ms: float | None = Field(None, gt=0)  # p50 batch-1 latency in LiteRT
+    grid_points: int = Field(3, ge=2)  # grid sampler: points per numeric range
+
+
 class Recipe(_Strict):
     name: str
     description: str = ""
@@ -122,6 +164,8 @@ class Recipe(_Strict):
     preprocess: PreprocessConfig = PreprocessConfig()
     model: ModelConfig
     train: TrainConfig = TrainConfig()
+    transfer: TransferConfig | None = None
+    search: SearchConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -139,7 +183,9 @@ class Recipe(_Strict):
             node = data
             *parents, leaf = dotted.split(".")
             for key in parents:
-                node = node.setdefault(key, {})
+                if node.get(key) is None:  # an absent optional section (transfer: null)
+                    node[key] = {}
+                node = node[key]
                 if not isinstance(node, dict):
                     raise UserError(f"cannot set {dotted!r}: {key!r} is not a section")
             node[leaf] = value
@@ -168,13 +214,44 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
         raise UserError(_format_validation_error(err, source)) from None
 
 
+# A recipe is a few dozen values; YAML aliases can make a tiny file expand to billions of
+# nodes when dumped ("billion laughs"), and deep nesting overflows PyYAML's recursion.
+MAX_RECIPE_NODES = 100_000
+MAX_RECIPE_BYTES = 1024**2
+
+
+def _check_node_count(data: Any, source: str) -> None:
+    """Refuse a document whose expanded size (aliases counted each time) is absurd."""
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_RECIPE_NODES:
+            raise UserError(
+                f"recipe {source}: more than {MAX_RECIPE_NODES:,} values once YAML aliases are "
+                "expanded; a recipe is a few dozen keys (remove the anchors/aliases)"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def load_recipe(name_or_path: str) -> Recipe:
     """Load a built-in recipe by name (`digits-cnn`) or a user's YAML file by path."""
     path = resolve_yaml(name_or_path, "models", "recipe")
     try:
+        if Path(path).stat().st_size > MAX_RECIPE_BYTES:
+            raise UserError(f"recipe {path} is larger than {MAX_RECIPE_BYTES:,} bytes")
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"cannot read recipe {path}: {err.strerror or err}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
         raise UserError(f"recipe {path} is not valid YAML{where}") from None
+    except RecursionError:
+        raise UserError(f"recipe {path} is nested too deeply to be a recipe") from None
+    _check_node_count(data, str(path))
     return parse_recipe(data, source=str(path))

@@ -24,14 +24,15 @@ def print_train_summary(result: Any) -> None:
     table.add_column("metric")
     table.add_column("test", justify="right")
     table.add_column("val", justify="right")
-    keys = (
-        ["mae", "rmse", "r2"]
-        if m["task"] == "regression"
-        else ["accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"]
-    )
+    keys = {
+        "regression": ["mae", "rmse", "r2"],
+        "anomaly": ["roc_auc", "average_precision", "best_f1", "anomalies"],
+    }.get(m["task"], ["accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"])
     for key in keys:
         table.add_row(key, _fmt(test.get(key)), _fmt(m["val"].get(key)))
-    baseline = "majority-class accuracy" if m["task"] == "classification" else "median MAE"
+    baseline = {"classification": "majority-class accuracy", "anomaly": "constant-score AUC"}.get(
+        m["task"], "median MAE"
+    )
     table.add_row(f"baseline ({baseline})", _fmt(m["baseline"]), "")
     console.print(table)
     console.print(

@@ -58,7 +58,7 @@ def _label_fn(loss: str, num_classes: int) -> Any:
 
     if loss == "categorical_crossentropy":
         return lambda y: tf.one_hot(tf.cast(y, tf.int32), num_classes)
-    if loss in ("binary_crossentropy", "mse", "mae", "huber"):
+    if loss in ("binary_crossentropy", "mse", "mae", "huber", "reconstruction"):
         return lambda y: tf.reshape(tf.cast(y, tf.float32), (-1, 1)) if y.shape.rank == 1 else y
     return lambda y: y
 
@@ -85,9 +85,9 @@ def _callbacks(recipe: Recipe, work: Path, task: str) -> list[Any]:
     from toolkit.progress import epoch_callback
 
     cfg = recipe.train
-    best_monitor = "val_loss" if task == "regression" else "val_accuracy"
+    best_monitor = "val_accuracy" if task == "classification" else "val_loss"
     callbacks: list[Any] = [
-        epoch_callback(cfg.epochs, f"train {recipe.name}"),
+        epoch_callback(cfg.epochs + _fine_tune_epochs(recipe), f"train {recipe.name}"),
         keras.callbacks.CSVLogger(str(work / "history.csv")),
         keras.callbacks.ModelCheckpoint(
             str(work / "best.weights.h5"),
@@ -115,11 +115,20 @@ def _callbacks(recipe: Recipe, work: Path, task: str) -> list[Any]:
     return callbacks
 
 
+def _fine_tune_epochs(recipe: Recipe) -> int:
+    transfer = getattr(recipe, "transfer", None)
+    return transfer.fine_tune_epochs if transfer is not None and transfer.pretrained else 0
+
+
 def build_for_data(recipe: Recipe, ds: Any, loss: str) -> tuple[Any, dict[str, Any]]:
     """The recipe's builder on this data, with preprocessing baked in. Returns (model, record)."""
     from toolkit.builders import BuildContext, build_model, get_builder
     from toolkit.data.preprocess import preprocessing_layers
 
+    if getattr(recipe, "transfer", None) is not None:
+        from toolkit.transfer import build_transfer_model
+
+        return build_transfer_model(recipe, ds, loss)
     info = get_builder(recipe.model.builder)
     mode = recipe.preprocess.normalize
     if mode == "auto":
@@ -171,7 +180,12 @@ def evaluate_model(model: Any, ds: Any, batch_size: int = 256) -> dict[str, Any]
 
 
 def train(
-    recipe: Recipe, runs_dir: Path | str = "runs", *, name: str | None = None, force: bool = False
+    recipe: Recipe,
+    runs_dir: Path | str = "runs",
+    *,
+    name: str | None = None,
+    force: bool = False,
+    extra_callbacks: list[Any] | None = None,
 ) -> TrainResult:
     """Train a recipe and write runs/<name>/; returns the test metrics and where it all went."""
     import keras
@@ -204,14 +218,19 @@ def train(
 
     with atomic_dir(final, force=force) as work:
         started = time.perf_counter()
+        callbacks = _callbacks(recipe, work, ds.task) + list(extra_callbacks or [])
         model.fit(
             train_ds,
             validation_data=val_ds,
             epochs=cfg.epochs,
             verbose=0,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
-            callbacks=_callbacks(recipe, work, ds.task),
+            callbacks=callbacks,
         )
+        if recipe.transfer is not None:  # phase 2: unfreeze the backbone's top layers
+            from toolkit.transfer import fine_tune
+
+            fine_tune(model, recipe, train_ds, val_ds, callbacks, steps, loss)
         seconds = time.perf_counter() - started
         best = work / "best.weights.h5"
         if best.exists():

@@ -30,7 +30,7 @@ __all__ = [
     "validate",
 ]
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "anomaly")
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 # Regression outputs "agree" when every value is within this fraction of the reference
 # outputs' range (max - min over the evaluation set): scale-free, like top-1 agreement.

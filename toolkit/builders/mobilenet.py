@@ -142,3 +142,38 @@ def mobilenet_v3_small(
             include_preprocessing=False,
         )
     return _finish(ctx, backbone, inputs, dropout, "mobilenet_v3_small")
+
+
+@register(
+    "mobilenet_v3_large",
+    tasks=("classification", "regression"),
+    inputs="image HxWxC, H,W >= 32 (imagenet weights: 96..224 square)",
+    description="keras.applications MobileNetV3-Large; minimalistic=True drops hard-swish and SE.",
+    normalize="symmetric",
+)
+def mobilenet_v3_large(
+    ctx: BuildContext,
+    *,
+    alpha: float = 1.0,
+    minimalistic: bool = True,
+    weights: str | None = None,
+    dropout: float = 0.2,
+) -> Any:
+    """The larger V3 for phones; minimalistic by default for the same int8 reasons as Small."""
+    import keras
+
+    ctx.require_image("mobilenet_v3_large", min_size=32)
+    w = _weights_arg(ctx, "mobilenet_v3_large", weights)
+    inputs, x = ctx.inputs()
+    x = _backbone_input(ctx, x, w)
+    with _offline_weights("mobilenet_v3_large"):
+        backbone = keras.applications.MobileNetV3Large(
+            input_shape=tuple(x.shape[1:]),
+            input_tensor=x,
+            alpha=alpha,
+            minimalistic=minimalistic,
+            include_top=False,
+            weights=w,
+            include_preprocessing=False,
+        )
+    return _finish(ctx, backbone, inputs, dropout, "mobilenet_v3_large")

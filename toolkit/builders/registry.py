@@ -156,4 +156,14 @@ def build_model(name: str, ctx: BuildContext, args: dict[str, Any]) -> Any:
 
 def _load_all() -> None:
     # Importing the modules registers their builders; they import keras lazily inside functions.
-    from toolkit.builders import cnn, mlp, mobilenet  # noqa: F401
+    from toolkit.builders import (  # noqa: F401  # noqa: F401
+        audio,
+        autoencoder,
+        cnn,
+        mlp,
+        mobilenet,
+        mobilenet_v1,
+        resnet,
+        sequence,
+        transformer,
+    )

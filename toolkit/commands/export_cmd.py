@@ -66,6 +66,12 @@ def export_command(
         help="Label the data with the reference model's own predictions: "
         "measure parity, not accuracy (for data with other classes than the model's).",
     ),
+    runtimes: str | None = typer.Option(
+        None,
+        "--runtimes",
+        help="Validate only on these, e.g. litert:xnnpack,onnxruntime:cpu "
+        "(default: every available runtime, LiteRT reference kernels included).",
+    ),
     list_formats: bool = typer.Option(False, "--list", help="List every artifact and exit."),
 ) -> None:
     """Convert a model to TFLite/ONNX artifacts and validate each in its real runtime."""
@@ -81,7 +87,7 @@ def export_command(
         model, formats=_split(formats), precisions=_split(precisions), data=data,
         calib_samples=calib_samples, max_drop=max_drop, out=out, opset=opset, force=force,
         safe_mode=not unsafe, latency_runs=latency_runs, max_eval_samples=max_eval_samples,
-        input_range=input_range, parity=parity,
+        input_range=input_range, parity=parity, runtimes=_split(runtimes),
     )  # fmt: skip
     if report is not None:
         report.print_table()

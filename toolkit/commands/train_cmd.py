@@ -37,6 +37,9 @@ def train_command(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run dirs go."),
     force: bool = typer.Option(False, "--force", help="Replace an existing run dir."),
     sets: list[str] = typer.Option([], "--set", help="Override any recipe key: KEY=VALUE."),
+    backbone: str | None = typer.Option(
+        None, "--backbone", help="Transfer-learn from a Keras file or builder (transfer.backbone)."
+    ),
 ) -> None:
     """Train a recipe; writes runs/<name>/ (model.keras, metrics.json, plots/, ...)."""
     from toolkit.pipeline import run_training
@@ -48,6 +51,7 @@ def train_command(
         "train.optimizer.learning_rate": lr,
         "train.seed": seed,
         "dataset.seed": seed,
+        "transfer.backbone": backbone,
         **parse_sets(sets),
     }
     result = run_training(recipe, overrides, runs_dir=runs_dir, name=name, force=force)

@@ -70,6 +70,22 @@ def _concrete_function(model: Any, signature: list[Any]) -> Any:
     return serve.get_concrete_function()
 
 
+def _fusing_trackable(model: Any) -> Any:
+    """For models with fused-op layers (toolkit's FusedLSTM): the model's tf.Variables.
+
+    Only the converter's trackable path keeps `api_implements` functions to fuse (the plain
+    path inlines them into a WHILE loop). Tracking the Keras 3 model itself there leaves its
+    variables unfrozen (NaN outputs); tracking the underlying tf.Variables freezes them.
+    """
+    import tensorflow as tf
+
+    if not any(getattr(layer, "tflite_fused", False) for layer in model.layers):
+        return None
+    holder = tf.Module()
+    holder.tracked = [getattr(v, "value", v) for v in model.variables]
+    return holder
+
+
 def representative_dataset(calibration: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
     """One float32 sample per step, as the TFLite calibrator expects."""
     data = np.asarray(calibration, dtype=np.float32)
@@ -103,7 +119,7 @@ def make_converter(
     # No trackable_obj on purpose: passing the Keras 3 model there (TF 2.21) leaves its
     # variables as uninitialised READ_VARIABLE ops and the .tflite outputs NaN.
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [_concrete_function(model, signature)]
+        [_concrete_function(model, signature)], _fusing_trackable(model)
     )
     if precision == "fp32":
         return converter

@@ -40,6 +40,9 @@ class KerasRunner(Runner):
                 raise UserError(
                     f"expected a Keras model file ({', '.join(_SUFFIXES)}); got {path.name!r}"
                 )
+            from toolkit.modelio import check_model_size
+
+            check_model_size(path)
             try:
                 model = keras.saving.load_model(path, safe_mode=True, compile=False)
             except Exception as exc:  # a corrupt or foreign file: say which and why

@@ -65,6 +65,9 @@ class LiteRTRunner(Runner):
             raise UserError(f"num_threads must be a positive integer; got {num_threads}")
         self.path = Path(path)
         check_tflite_bytes(self.path)
+        from toolkit.modelio import check_model_size
+
+        check_model_size(self.path)  # LiteRT reads the whole file into memory
         kwargs: dict[str, Any] = {"model_path": str(self.path), "num_threads": num_threads}
         if delegate == "reference":
             kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_REF
@@ -97,7 +100,13 @@ class LiteRTRunner(Runner):
             self._interp.allocate_tensors()
             self._batch = len(x)
         self._interp.set_tensor(self._in_index, x)
-        self._interp.invoke()
+        # Fused LSTM ops keep their state in variable tensors across invokes; every call here
+        # is an independent sequence, so start from zero state (a no-op for other models).
+        self._interp.reset_all_variables()
+        try:
+            self._interp.invoke()
+        except RuntimeError as exc:  # a model that loads but cannot run (corrupt op data)
+            raise UserError(f"LiteRT failed to run {self.path}: {exc}") from exc
         return self._interp.get_tensor(self._out_index).copy()
 
     def close(self) -> None:

@@ -69,6 +69,9 @@ class OnnxRunner(Runner):
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"ONNX model not found: {self.path}")
+        from toolkit.modelio import check_model_size
+
+        check_model_size(self.path)  # before onnx.checker parses the whole protobuf
         provider = resolve_provider(provider)
         available = ort.get_available_providers()
         if provider not in available:
@@ -112,7 +115,10 @@ class OnnxRunner(Runner):
         self._out_name = self.outputs[0].name
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._session.run([self._out_name], {self._in_name: x})[0])
+        try:
+            return np.asarray(self._session.run([self._out_name], {self._in_name: x})[0])
+        except Exception as exc:  # ORT's Fail/RuntimeException: a model that loads but can't run
+            raise UserError(f"ONNX Runtime failed to run {self.path}: {exc}") from exc
 
     def close(self) -> None:
         self._session = None
