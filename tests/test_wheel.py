@@ -17,5 +17,6 @@ def test_wheel_installs_and_trains(tmp_path) -> None:
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "'digits-cnn.yaml', 'mnist-cnn.yaml'" in proc.stdout  # recipes shipped as data
+    for recipe in ("'digits-cnn.yaml'", "'tabular-mlp.yaml'"):  # recipes shipped as package data
+        assert recipe in proc.stdout
     assert "wheel check passed" in proc.stdout
