@@ -20,6 +20,8 @@ demo: $(STAMP)
 	$(BIN)/keras-edge train digits-cnn --runs-dir $(RUNS) --force
 	$(BIN)/keras-edge export $(RUNS)/digits-cnn --force
 	$(BIN)/keras-edge predict $(RUNS)/digits-cnn/export/model-int8.tflite samples/digits/digit-3.png samples/digits/digit-7.png
+	$(BIN)/keras-edge package $(RUNS)/digits-cnn --target raspberry-pi --force
+	$(BIN)/python $(RUNS)/digits-cnn/bundles/raspberry-pi/run.py --selftest
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -84,15 +84,17 @@ private_apt() {  # private_apt NAME ARCH "SOURCES LINE" -> sets APT=(apt-get ...
     "-oDir::State::Lists=$dir/lists" "-oDir::State::status=$dir/status"
     "-oDir::Cache=$dir/cache" "-oDir::Etc::SourceList=$dir/sources.list"
     "-oDir::Etc::SourceParts=$dir/sources.d" -oAPT::Sandbox::User=root -oDebug::NoLocking=1)
-  "${APT[@]}" update >>"$WORK/apt.log" 2>&1 || {
-    tail -5 "$WORK/apt.log" >&2; unavailable "cannot reach the Debian archive ($MIRROR)"; }
+  "${APT[@]}" update >>"$WORK/apt.log" 2>&1 || true  # exits 0 on fetch failures: check files
+  compgen -G "$dir/lists/*_Packages*" >/dev/null || {
+    tail -3 "$WORK/apt.log" >&2; unavailable "cannot reach the Debian archive ($MIRROR)"; }
 }
+failed() { echo "pi sysroot: FAILED: $1" >&2; tail -5 "$WORK/$2" >&2; exit 1; }
 
 say "fetching Debian bookworm arm64 package lists from $MIRROR"
 private_apt arm64 arm64 "deb [arch=arm64 signed-by=$KEYRING] $MIRROR bookworm main"
 say "downloading ${#PACKAGES[@]} arm64 packages"
-(cd "$WORK/debs" && "${APT[@]}" download "${PACKAGES[@]}") >>"$WORK/apt.log" 2>&1 || {
-  tail -5 "$WORK/apt.log" >&2; unavailable "apt-get download of arm64 packages failed"; }
+(cd "$WORK/debs" && "${APT[@]}" download "${PACKAGES[@]}") >>"$WORK/apt.log" 2>&1 ||
+  failed "apt-get download of arm64 packages (the archive answered)" apt.log
 for deb in "$WORK"/debs/*.deb; do dpkg -x "$deb" "$WORK/root"; done
 
 if [[ -n "${PI_QEMU:-}" ]]; then
@@ -100,8 +102,8 @@ if [[ -n "${PI_QEMU:-}" ]]; then
 else
   say "downloading Debian trixie's static qemu-user (amd64)"
   private_apt amd64 amd64 "deb [arch=amd64 signed-by=$KEYRING] $MIRROR trixie main"
-  (cd "$WORK/qemu" && "${APT[@]}" download qemu-user) >>"$WORK/apt.log" 2>&1 || {
-    tail -5 "$WORK/apt.log" >&2; unavailable "apt-get download qemu-user (trixie) failed"; }
+  (cd "$WORK/qemu" && "${APT[@]}" download qemu-user) >>"$WORK/apt.log" 2>&1 ||
+    failed "apt-get download qemu-user (trixie)" apt.log
   dpkg -x "$WORK"/qemu/qemu-user_*.deb "$WORK/qemu/x"
   cp "$WORK/qemu/x/usr/bin/qemu-aarch64" "$WORK/qemu-aarch64"
 fi
@@ -111,7 +113,9 @@ PLATFORM_ARGS=()
 for p in "${PLATFORMS[@]}"; do PLATFORM_ARGS+=(--platform "$p"); done
 "$PYTHON" -m pip download --quiet --only-binary=:all: --python-version 3.11 --implementation cp \
   "${PLATFORM_ARGS[@]}" -d "$WORK/wheels" "${WHEELS[@]}" >"$WORK/pip.log" 2>&1 || {
-  tail -5 "$WORK/pip.log" >&2; unavailable "pip download of aarch64 wheels failed (PyPI)"; }
+  grep -q -E "No matching distribution|ResolutionImpossible" "$WORK/pip.log" &&
+    failed "no aarch64 wheel for ${WHEELS[*]}" pip.log
+  tail -3 "$WORK/pip.log" >&2; unavailable "pip download of aarch64 wheels failed (PyPI)"; }
 for whl in "$WORK"/wheels/*.whl; do "$PYTHON" -m zipfile -e "$whl" "$WORK/site"; done
 
 say "checking python3.11 and the wheels under $("$WORK/qemu-aarch64" --version | head -1)"

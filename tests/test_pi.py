@@ -1,0 +1,120 @@
+"""The emulated Raspberry Pi proof: raspberry-pi bundles on Debian bookworm arm64 under qemu.
+
+Each bundle's own run.py runs on the whole test split here (x86-64) and on the emulated Pi:
+top-1 must agree on 100 % of inputs; int8 outputs of LiteRT's reference kernels must be
+bit-identical, XNNPACK's (per-CPU kernels, what ships) within one quantization step. The
+sysroot is built once and cached (~/.cache/keras-edge/pi-sysroot, see pi/build_sysroot.sh);
+the tests skip only when it cannot be built here (no Debian archive or PyPI).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _compare_module():
+    spec = importlib.util.spec_from_file_location("pi_compare", REPO / "pi" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+compare = _compare_module()
+
+
+@pytest.fixture(scope="module")
+def sysroot() -> Path:
+    built = compare.build_sysroot(sys.executable)
+    if built.returncode == 75:
+        reason = (built.stderr.strip().splitlines() or ["unknown"])[-1]
+        pytest.skip(f"emulated Raspberry Pi sysroot cannot be built here: {reason}")
+    assert built.returncode == 0, built.stderr[-3000:]
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+def _bundle(recipe: str, overrides: dict, runs: Path) -> tuple[Path, Path]:
+    from toolkit.package import run_package
+    from toolkit.pipeline import run_training
+
+    run_dir = run_training(recipe, overrides, runs_dir=runs).run_dir
+    # the proof is parity between x86 and arm64, not the budget of a short training run
+    result = run_package(run_dir, "raspberry-pi", ignore_budget=True)
+    return run_dir, result.bundle_dir
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> tuple[Path, Path]:
+    return _bundle("digits-cnn", {"train.epochs": 8}, tmp_path_factory.mktemp("runs"))
+
+
+def _assert_parity(result: dict, min_samples: int) -> None:
+    """Top-1 equal on every input; reference-kernel int8 bit-identical; XNNPACK within 1 step."""
+    print(json.dumps(result, indent=2))  # shown with -s: the numbers for the notes
+    assert result["selftest_ok"], result["selftest_output"]
+    assert "aarch64, Python 3.11" in result["selftest_output"]
+    rows = {(m["model"], m["kernels"]): m for m in result["models"]}
+    xnnpack, reference = rows["tflite-int8", "xnnpack"], rows["tflite-int8", "reference"]
+    assert xnnpack["samples"] >= min_samples and xnnpack["dtype"] == "int8"
+    assert xnnpack["top1_equal"] == 1.0 and xnnpack["max_abs_diff"] <= 1, xnnpack
+    assert xnnpack["accuracy_x86"] == xnnpack["accuracy_arm64"]
+    assert reference["bit_identical"] and reference["top1_equal"] == 1.0, reference
+    if ("onnx-int8", "cpu") in rows:
+        assert rows["onnx-int8", "cpu"]["top1_equal"] == 1.0, rows["onnx-int8", "cpu"]
+    assert result["ok"]
+
+
+def test_digits_bundle_matches_x86_on_emulated_arm64(sysroot, digits) -> None:
+    run_dir, bundle = digits
+    _assert_parity(compare.compare(bundle, run_dir, sysroot), min_samples=350)
+
+
+def test_images_predict_the_same_on_emulated_arm64(sysroot, digits) -> None:
+    _, bundle = digits
+    images = [str(p) for p in sorted((REPO / "samples" / "digits").glob("*.png"))]
+    here = compare.run_here(bundle, *images, "--json")
+    pi = compare.run_pi(bundle, *images, "--json", sysroot=sysroot)
+    assert here.returncode == 0 and pi.returncode == 0, pi.stderr[-2000:]
+    assert json.loads(pi.stdout) == json.loads(here.stdout)
+    assert "converted L 64x64 -> L 16x16" in pi.stderr
+
+
+def test_tampered_bundle_is_refused_on_emulated_arm64(sysroot, digits, tmp_path) -> None:
+    import shutil
+
+    _, bundle = digits
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    model = copy / "model-int8.tflite"
+    data = bytearray(model.read_bytes())
+    data[-100] ^= 0xFF
+    model.write_bytes(bytes(data))
+    proc = compare.run_pi(copy, "--selftest", sysroot=sysroot)
+    assert proc.returncode == 1 and "does not match its sha256" in proc.stderr, proc.stderr
+
+
+def test_mnist_full_bundle_matches_x86_on_emulated_arm64(sysroot, tmp_path_factory) -> None:
+    data = REPO.parent / "shared" / "data" / "mnist-test"
+    if not data.is_dir():
+        pytest.skip(f"{data} is absent (the 10k MNIST IDX files)")
+    overrides = {"dataset.name": f"mnist-idx:{data}", "train.epochs": 2}
+    run_dir, bundle = _bundle("mnist-full-cnn", overrides, tmp_path_factory.mktemp("mnist"))
+    # CI budget: the shipped path (XNNPACK) on all 2,000 inputs; the slow reference kernels on
+    # 200; the ONNX alternative on the digits bundle only (pi/compare.py runs everything).
+    result = compare.compare(bundle, run_dir, sysroot, models=["tflite-int8"], reference_limit=200)
+    _assert_parity(result, min_samples=2000)
+
+
+def test_run_in_pi_script_needs_a_bundle() -> None:
+    proc = subprocess.run(
+        ["bash", str(REPO / "pi" / "run_in_pi.sh"), "/nonexistent"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "usage" in proc.stderr
