@@ -10,7 +10,6 @@ off. Heavy imports (keras, tensorflow, h5py) happen inside functions.
 from __future__ import annotations
 
 import atexit
-import inspect
 import json
 import os
 import re
@@ -247,17 +246,9 @@ def _read_h5_config(path: Path) -> tuple[set[str], str]:
 
 def _accepted_keys(cls: type) -> set[str]:
     """Constructor keywords a Keras 3 layer class takes, through its base classes."""
-    keys = set(_ALWAYS_KEPT)
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            params = inspect.signature(init).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        keys |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return keys
+    from toolkit.layer_config import constructor_keywords
+
+    return set(_ALWAYS_KEPT) | constructor_keywords(cls)
 
 
 def _shims(names: set[str], dropped: dict[tuple[str, str], list[Any]]) -> dict[str, type]:

@@ -109,6 +109,30 @@ def mobilenet_v2(
     return _finish(ctx, backbone, inputs, dropout, "mobilenet_v2")
 
 
+def _mobilenet_v3(
+    ctx: BuildContext, name: str, app: str, alpha: float, minimalistic: bool,
+    weights: str | None, dropout: float,
+) -> Any:  # fmt: skip
+    """Both V3 sizes: our preprocessing replaces keras.applications' own Rescaling layer."""
+    import keras
+
+    ctx.require_image(name, min_size=32)
+    w = _weights_arg(ctx, name, weights)
+    inputs, x = ctx.inputs()
+    x = _backbone_input(ctx, x, w)
+    with _offline_weights(name):
+        backbone = getattr(keras.applications, app)(
+            input_shape=tuple(x.shape[1:]),
+            input_tensor=x,
+            alpha=alpha,
+            minimalistic=minimalistic,
+            include_top=False,
+            weights=w,
+            include_preprocessing=False,
+        )
+    return _finish(ctx, backbone, inputs, dropout, name)
+
+
 @register(
     "mobilenet_v3_small",
     tasks=("classification", "regression"),
@@ -125,23 +149,9 @@ def mobilenet_v3_small(
     dropout: float = 0.2,
 ) -> Any:
     """Minimalistic by default: hard-swish and squeeze-excite cost int8 accuracy on devices."""
-    import keras
-
-    ctx.require_image("mobilenet_v3_small", min_size=32)
-    w = _weights_arg(ctx, "mobilenet_v3_small", weights)
-    inputs, x = ctx.inputs()
-    x = _backbone_input(ctx, x, w)
-    with _offline_weights("mobilenet_v3_small"):
-        backbone = keras.applications.MobileNetV3Small(
-            input_shape=tuple(x.shape[1:]),
-            input_tensor=x,
-            alpha=alpha,
-            minimalistic=minimalistic,
-            include_top=False,
-            weights=w,
-            include_preprocessing=False,
-        )
-    return _finish(ctx, backbone, inputs, dropout, "mobilenet_v3_small")
+    return _mobilenet_v3(
+        ctx, "mobilenet_v3_small", "MobileNetV3Small", alpha, minimalistic, weights, dropout
+    )
 
 
 @register(
@@ -160,20 +170,6 @@ def mobilenet_v3_large(
     dropout: float = 0.2,
 ) -> Any:
     """The larger V3 for phones; minimalistic by default for the same int8 reasons as Small."""
-    import keras
-
-    ctx.require_image("mobilenet_v3_large", min_size=32)
-    w = _weights_arg(ctx, "mobilenet_v3_large", weights)
-    inputs, x = ctx.inputs()
-    x = _backbone_input(ctx, x, w)
-    with _offline_weights("mobilenet_v3_large"):
-        backbone = keras.applications.MobileNetV3Large(
-            input_shape=tuple(x.shape[1:]),
-            input_tensor=x,
-            alpha=alpha,
-            minimalistic=minimalistic,
-            include_top=False,
-            weights=w,
-            include_preprocessing=False,
-        )
-    return _finish(ctx, backbone, inputs, dropout, "mobilenet_v3_large")
+    return _mobilenet_v3(
+        ctx, "mobilenet_v3_large", "MobileNetV3Large", alpha, minimalistic, weights, dropout
+    )

@@ -11,7 +11,6 @@ conversion is checked: outputs on a random batch must match, or the bridge refus
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -26,18 +25,10 @@ TOLERANCE = 1e-5
 
 
 def _accepted(cls: type) -> set[str] | None:
-    """Constructor keywords of a class through its bases; None when it takes **kwargs freely."""
-    keys = set(_BASE_KEYS)
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            params = inspect.signature(init).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        keys |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return keys - {"self"}
+    """Constructor keywords of a class through its bases."""
+    from toolkit.layer_config import constructor_keywords
+
+    return set(_BASE_KEYS) | constructor_keywords(cls)
 
 
 def _lib(target: str) -> Any:
