@@ -144,7 +144,7 @@ CASES = [
     Case("recipe larger than 1 MiB", "train",
          lambda t, m: _train(t, _write(t / "r.yaml", "#" * (1024**2 + 1))), "larger than"),
     Case("recipe name with a slash", "train",
-         lambda t, m: _train(t, _recipe(t, name="../evil")), "name: value error"),
+         lambda t, m: _train(t, _recipe(t, name="../evil")), "name: must be a plain name"),
     Case("recipe with a python tag", "train",
          lambda t, m: _train(t, _write(t / "r.yaml", "name: !!python/object/apply:os.system [id]")),
          "not valid YAML"),

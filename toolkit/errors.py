@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class UserError(Exception):
@@ -33,3 +34,16 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> UserError:
     """A uniform 'unknown builder/dataset/...' error with a suggestion and the list of names."""
     names = sorted(choices)
     return UserError(f"unknown {kind} {name!r}{suggest(name, names)}; known: {', '.join(names)}")
+
+
+def validation_message(err: Any, what: str, source: str) -> str:
+    """A pydantic ValidationError as one line naming the bad key, the problem and the value."""
+    problems = err.errors()
+    first = problems[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    got = first.get("input")
+    got_text = "" if isinstance(got, dict) or first["type"] == "missing" else f", got {got!r}"
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{what} {source}: {where}: {message}{got_text}{more}"

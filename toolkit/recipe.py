@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from toolkit.data.base import DataSpec
-from toolkit.errors import UserError
+from toolkit.errors import UserError, validation_message
 from toolkit.resources import resolve_yaml
 
 
@@ -195,15 +195,6 @@ class Recipe(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    got = first.get("input")
-    got_text = "" if isinstance(got, dict) or first["type"] == "missing" else f", got {got!r}"
-    return f"recipe {source}: {where}: {first['msg'].lower()}{got_text}{more}"
-
-
 def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
     """Validate a recipe mapping; a bad key or type becomes a one-line UserError."""
     if not isinstance(data, dict):
@@ -211,7 +202,7 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise UserError(_format_validation_error(err, source)) from None
+        raise UserError(validation_message(err, "recipe", source)) from None
 
 
 # A recipe is a few dozen values; YAML aliases can make a tiny file expand to billions of

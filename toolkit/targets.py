@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from toolkit.errors import UserError
+from toolkit.errors import UserError, validation_message
 from toolkit.resources import builtin_dir, builtin_names, resolve_yaml
 
 # What `pip install` brings each runtime; run.py names it when the import fails.
@@ -101,15 +101,6 @@ class Target(BaseModel):
         return lines + [f"# {r}" for r in self.optional_requirements]
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    message = first["msg"].removeprefix("Value error, ")
-    got = first.get("input")
-    got_text = "" if isinstance(got, dict) or first["type"] == "missing" else f", got {got!r}"
-    return f"target {source}: {where}: {message}{got_text}"
-
-
 def parse_target(data: Any, source: str = "<target>") -> Target:
     """Validate a profile mapping; a bad key or value becomes a one-line UserError."""
     if not isinstance(data, dict):
@@ -117,7 +108,7 @@ def parse_target(data: Any, source: str = "<target>") -> Target:
     try:
         return Target.model_validate(data)
     except ValidationError as err:
-        raise UserError(_format_error(err, source)) from None
+        raise UserError(validation_message(err, "target", source)) from None
 
 
 def load_target(name_or_path: str | Path) -> Target:
