@@ -20,6 +20,39 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "models" / "cifar10-vww-transfer.yaml"
 
 
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+def _fast_batchnorm(momentum: float) -> object:
+    """A callback giving the from-scratch baseline BatchNorm statistics that keep up.
+
+    Keras' default momentum 0.99 leaves the moving statistics far behind the weights on a
+    budget of a few hundred steps: the scratch net then predicts one class at inference even
+    while it learns in training mode. 0.9 gives the baseline its fair chance; the transfer
+    model keeps its pretrained BatchNorm frozen, so this does not touch it.
+    """
+    import keras
+
+    class FastBatchNorm(keras.callbacks.Callback):
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            stack = list(self.model.layers)
+            while stack:
+                layer = stack.pop()
+                stack.extend(getattr(layer, "layers", []))
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.momentum = momentum
+
+    return FastBatchNorm()
+
+
+def _record(out: dict, report: object, prefix: str) -> None:
+    """Accuracy and size of each TFLite artifact, per LiteRT kernel set (XNNPACK, reference)."""
+    for row in report.artifacts:  # type: ignore[attr-defined]
+        if row.runtime == "litert":
+            out[f"{prefix}{row.name}/{row.provider}_accuracy"] = row.metric["value"]
+            out[f"{prefix}{row.name}_kb"] = round(row.size_bytes / 1024, 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-samples", type=int, default=3000)
@@ -51,24 +84,31 @@ def main() -> int:
     results = {}
     for which, r in (("transfer", recipe), ("scratch", scratch)):
         started = time.perf_counter()
-        res = train(r, args.runs_dir, force=True)
+        extra = [_fast_batchnorm(SCRATCH_BN_MOMENTUM)] if which == "scratch" else None
+        res = train(r, args.runs_dir, force=True, extra_callbacks=extra)
         results[which] = {
             "test_accuracy": res.metrics["test"]["accuracy"],
             "val_accuracy": res.metrics["val"]["accuracy"],
+            "train_accuracy_last_epoch": res.history.get("accuracy", [None])[-1],
             "epochs": len(res.history.get("epoch", [])),
             "seconds": round(time.perf_counter() - started, 1),
             "run": str(res.run_dir),
         }
         print(which, results[which], flush=True)
 
+    run = Path(results["transfer"]["run"])
     _, report = run_export(
-        results["transfer"]["run"], formats=["tflite"], precisions=["fp32", "int8"],
-        force=True, latency_runs=20,
+        run, formats=["tflite"], precisions=["fp32", "int8"], force=True, latency_runs=20,
     )  # fmt: skip
-    for row in report.artifacts:
-        if row.runtime == "litert" and row.provider == "xnnpack":
-            results["transfer"][f"{row.name}_accuracy"] = row.metric["value"]
-            results["transfer"][f"{row.name}_kb"] = round(row.size_bytes / 1024, 1)
+    _record(results["transfer"], report, "")
+    # The product's answer to "int8 within 1 pp": the budget ladder picks the cheapest rung.
+    _, report = run_export(
+        run, formats=["tflite"], precisions=["auto"], max_drop=0.01, force=True,
+        latency_runs=20, out=run / "export-auto",
+    )  # fmt: skip
+    _record(results["transfer"], report, "auto:")
+    if report.budget:
+        results["transfer"]["auto_chosen"] = report.budget
     results["setup"] = {
         "data": f"CIFAR-10 test folder, {args.max_samples} images stratified, "
         "70/10/20 train/val/test split (seed 0)",
@@ -79,8 +119,8 @@ def main() -> int:
     t, s = results["transfer"], results["scratch"]
     print(
         f"transfer {t['test_accuracy']:.3f} vs scratch {s['test_accuracy']:.3f} "
-        f"({budget} epochs each); int8 {t.get('tflite-int8_accuracy')} vs float "
-        f"{t.get('tflite-fp32_accuracy')}; wrote {args.out}"
+        f"({budget} epochs each); int8 {t.get('tflite-int8/xnnpack_accuracy')} vs float "
+        f"{t.get('tflite-fp32/xnnpack_accuracy')}; wrote {args.out}"
     )
     return 0
 

@@ -118,3 +118,45 @@ def test_run_in_pi_script_needs_a_bundle() -> None:
         ["bash", str(REPO / "pi" / "run_in_pi.sh"), "/nonexistent"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+def test_which_int8_kernels_round_the_same_on_arm64(sysroot, tmp_path) -> None:
+    """The one known x86/arm64 difference is LiteRT's optimized int8 SOFTMAX (a float LUT);
+    XNNPACK's int8 conv, dense, mean and max-pool kernels are bit-identical across the two."""
+    import shutil
+
+    import keras
+    import numpy as np
+
+    from toolkit.convert.tflite import export_tflite
+
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    ops = {
+        "conv": ((8, 8, 16), keras.layers.Conv2D(32, 3, padding="same", activation="relu")),
+        "dense": ((64,), keras.layers.Dense(64, activation="relu")),
+        "mean": ((4, 4, 64), keras.layers.GlobalAveragePooling2D()),
+        "maxpool": ((8, 8, 16), keras.layers.MaxPooling2D()),
+        "softmax": ((10,), keras.layers.Softmax()),
+    }
+    for name, (shape, layer) in ops.items():
+        model = keras.Sequential([keras.Input(shape), layer])
+        calib = 2 * rng.normal(size=(64, *shape)).astype(np.float32)
+        export_tflite(model, tmp_path / f"{name}.tflite", "int8", calibration=calib)
+        np.save(tmp_path / f"{name}-x.npy", 2 * rng.normal(size=(500, *shape)).astype(np.float32))
+    shutil.copy(REPO / "pi" / "op_parity.py", tmp_path / "run.py")
+    names = ",".join(ops)
+    here = subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path), names],
+                          capture_output=True, text=True)  # fmt: skip
+    pi = compare.run_pi(tmp_path, str(tmp_path), names, sysroot=sysroot)
+    assert here.returncode == 0 and pi.returncode == 0, pi.stderr[-2000:]
+    diffs = {}
+    for name in ops:
+        for kind in ("default", "reference"):
+            x86 = np.load(tmp_path / f"{name}-{kind}-x86_64.npy").astype(np.int32)
+            arm = np.load(tmp_path / f"{name}-{kind}-aarch64.npy").astype(np.int32)
+            diffs[name, kind] = int(np.abs(x86 - arm).max())
+    print(diffs)
+    assert all(diffs[name, "reference"] == 0 for name in ops), diffs
+    assert all(diffs[name, "default"] == 0 for name in ops if name != "softmax"), diffs
+    assert diffs["softmax", "default"] <= 1, diffs

@@ -83,23 +83,16 @@ def predict_command(
 
 
 def _details(path: Path) -> dict[str, Any]:
-    """Format-specific facts: params/layers for Keras, ops for TFLite and ONNX."""
-    from collections import Counter
+    """Format-specific facts read from the file: ops, params, estimated MACs (TFLite, ONNX)."""
+    from toolkit.model_stats import onnx_stats, tflite_stats
 
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
-        from ai_edge_litert.interpreter import Interpreter
-
-        ops = Interpreter(model_path=str(path))._get_ops_details()  # no public op list API
-        return {"ops": dict(Counter(op["op_name"] for op in ops))}
-    if suffix == ".onnx":
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        ops = Counter(node.op_type for node in model.graph.node)
-        opset = {o.domain or "ai.onnx": o.version for o in model.opset_import}
-        return {"ops": dict(ops), "opset": opset, "producer": model.producer_name}
-    return {}
+    read = {".tflite": tflite_stats, ".onnx": onnx_stats}.get(path.suffix.lower())
+    if read is None:
+        return {}
+    try:  # the runtime already loaded the file; a graph it runs but we cannot parse is foreign
+        return read(path)
+    except Exception as exc:
+        raise UserError(f"{path}: loads, but its graph cannot be read for stats: {exc}") from exc
 
 
 def inspect_command(
@@ -147,8 +140,16 @@ def inspect_command(
             table.add_row(kind[:-1], t["name"], str(t["shape"]), t["dtype"], str(q) if q else "")
     out.print(table)
     out.print(f"runtime {info['runtime']}, {info['size_bytes']:,} bytes, sha256 {info['sha256']}")
-    if "params" in info:
+    if "layers" in info:
         out.print(f"{info['params']:,} parameters in {info['layers']} layers")
+    elif "params" in info:
+        out.print(
+            f"{info['params']:,} parameters, ~{info['macs']:,} MACs per sample (conv/matmul ops)",
+            highlight=False,
+        )
+    if info.get("bytes"):
+        parts = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in info["bytes"].items())
+        out.print(f"bytes: {parts}", highlight=False)
     if info.get("ops"):
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(info["ops"].items()))
         out.print(f"ops: {ops}", highlight=False)
