@@ -71,3 +71,9 @@ def test_inspect_json_shows_them(cli, artifacts) -> None:
     info = json.loads(result.stdout)
     assert info["macs"] == CONV_MACS + DEPTHWISE_MACS + DENSE_MACS
     assert info["params"] == PARAMS and info["inputs"][0]["dtype"] == "int8"
+
+
+def test_split_softmax_leaves_a_model_without_one_alone(artifacts) -> None:
+    from toolkit.convert.tflite_edit import split_trailing_softmax
+
+    assert split_trailing_softmax(artifacts["int8"].read_bytes()) is None  # ends at a Dense

@@ -115,6 +115,43 @@ def test_every_target_builds_a_bundle_that_passes_its_selftest(bundles, target) 
         assert "bit-identical" in check.stdout
 
 
+def test_raspberry_pi_bundle_runs_softmax_on_the_host(bundles, export_dir) -> None:
+    """The Pi's int8 model ends at its logits (the same integers on every CPU) and run.py
+    applies the softmax: same top-1 as the validated artifact, probabilities that sum to 1."""
+    from toolkit.model_stats import tflite_stats
+    from toolkit.runtimes import open_runner
+
+    bundle, manifest = bundles["raspberry-pi"].bundle_dir, bundles["raspberry-pi"].manifest
+    primary = manifest["models"][0]
+    assert primary["postprocess"] == "softmax" and "without its final SOFTMAX" in primary[
+        "derived_from"
+    ]
+    assert "SOFTMAX" not in tflite_stats(bundle / primary["file"])["ops"]
+    assert "SOFTMAX" in tflite_stats(export_dir / "model-int8.tflite")["ops"]
+    assert all(c["atol"] == 0 for c in primary["selftest"]["checks"])  # XNNPACK too
+    android = bundles["android"].manifest["models"][0]
+    assert "postprocess" not in android  # the profile did not ask for it
+
+    x = np.load(bundle / "selftest" / "inputs.npy")
+    raw = bundle / "raw.npy"
+    inputs = []
+    for i, sample in enumerate(x[:8]):
+        np.save(bundle.parent / f"s{i}.npy", sample)
+        inputs.append(str(bundle.parent / f"s{i}.npy"))
+    out = run_py(bundle, *inputs, "--json", "--top-k", "10", "--save-raw", str(raw))
+    assert out.returncode == 0, out.stderr
+    top = json.loads(out.stdout)
+    validated = open_runner(export_dir / "model-int8.tflite")
+    try:
+        probs = validated.predict(x[:8])
+    finally:
+        validated.close()
+    for row, p in zip(top, probs, strict=True):
+        assert abs(sum(t["score"] for t in row["top"]) - 1.0) < 1e-4
+        assert row["top"][0]["index"] == int(np.argmax(p))
+        assert max(abs(t["score"] - float(p[t["index"]])) for t in row["top"]) < 0.02
+
+
 def test_coral_bundle_is_full_integer_with_only_edgetpu_ops(bundles, export_dir) -> None:
     from toolkit.edgetpu_ops import SUPPORTED_OPS, check_edgetpu
 

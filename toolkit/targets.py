@@ -48,6 +48,9 @@ class Target(BaseModel):
     threads: int | None = Field(default=None, ge=0)  # None/0: the runtime's default
     max_drop: float | None = Field(default=None, ge=0)  # accuracy budget, metric units
     edgetpu: bool = False  # check the primary's ops against the Edge TPU supported ops
+    # Bundle int8 LiteRT models without their trailing SOFTMAX; run.py applies it in float.
+    # LiteRT's optimized int8 softmax rounds differently per CPU; the logits do not.
+    host_softmax: bool = False
     runtime_package: str | None = None  # pip package of the primary runtime (default by runtime)
     requirements: list[str] = []
     optional_requirements: list[str] = []
@@ -70,6 +73,8 @@ class Target(BaseModel):
             raise ValueError(f"io_dtype {self.io_dtype} but {self.artifact} has {actual} I/O")
         if self.edgetpu and self.io_dtype not in ("int8", "uint8"):
             raise ValueError("edgetpu: true needs a full-integer artifact (int8 or uint8 I/O)")
+        if self.host_softmax and self.edgetpu:
+            raise ValueError("host_softmax and edgetpu exclude each other (the TPU runs softmax)")
         if self.providers and self.runtime != "onnxruntime":
             raise ValueError("providers apply to ONNX artifacts; LiteRT takes a delegate")
         return self

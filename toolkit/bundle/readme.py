@@ -48,6 +48,11 @@ def _input_details(manifest: dict[str, Any]) -> str:
             else "float input"
         )
         lines.append(f"- `{m['file']}` input `{tensor['dtype']}` {tensor['shape']}: {quant}")
+        if m.get("postprocess") == "softmax":
+            lines.append(
+                f"- `{m['file']}` outputs int8 logits: {m['derived_from']}; dequantize them with "
+                "the output scale and zero point in manifest.json, then apply softmax"
+            )
     return "\n".join(lines)
 
 

@@ -380,7 +380,12 @@ def predict(model: Model, manifest: dict, args: argparse.Namespace) -> None:
         lines = [f"{r['input']}: " + ", ".join(f"{v:.4f}" for v in r["value"]) for r in results]
         print(json.dumps(results, indent=2) if args.json else "\n".join(lines))
         return
-    for name, row in zip(names, probabilities(dequantize(raw, model.outputs[0]))):  # noqa: B905
+    scores = dequantize(raw, model.outputs[0])
+    if model.entry.get("postprocess") == "softmax":  # the bundle moved it out of the model
+        scores = scores.reshape(len(scores), -1).astype(np.float64)
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+    for name, row in zip(names, probabilities(scores)):  # noqa: B905
         top = [
             {
                 "label": labels[i] if i < len(labels) else str(i),
