@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _badinput import record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,3 +185,47 @@ def test_predict_and_inspect_bad_paths(cli, tmp_path) -> None:
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     _assert_user_error(cli("inspect", str(junk)), "TFLite")
+
+
+COMMANDS = {"export", "train", "validate"}
+USAGE_ERRORS = {
+    "missing argument": (["export"], "missing argument", "keras-edge export --help"),
+    "unknown option": (["export", "x", "--no-such-flag"], "--no-such-flag", "export --help"),
+    "bad int value": (["train", "digits-cnn", "--epochs", "abc"], "--epochs", "train --help"),
+    "value out of range": (["export", "m", "--opset", "99"], "--opset", "export --help"),
+    "missing option value": (["export", "m", "--formats"], "--formats", "export --help"),
+    "unknown command": (["frobnicate"], "frobnicate", "'keras-edge --help'"),
+    "unknown root option": (["--no-such-flag"], "--no-such-flag", "'keras-edge --help'"),
+    "extra argument": (["validate", "a", "b"], "unexpected extra argument", "validate --help"),
+}
+
+
+@pytest.mark.parametrize("case", list(USAGE_ERRORS))
+def test_usage_errors_are_one_line(cli, case) -> None:
+    """Flag/usage mistakes get the same one-line policy as user errors, not typer's box."""
+    args, *needles = USAGE_ERRORS[case]
+    proc = cli(*args, timeout=120)
+    _assert_user_error(proc, *needles)
+    assert not set("│╭╰─") & set(proc.stderr), proc.stderr
+    assert proc.stderr.rstrip("\n").endswith("--help'"), proc.stderr
+    record(
+        f"usage error: {case}",
+        args[0] if args[0] in COMMANDS else "keras-edge",
+        "exit 2 (one-line error)",
+    )
+
+
+def test_usage_error_with_debug_keeps_click_usage(cli) -> None:
+    proc = cli("--debug", "export", timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "Usage:" in proc.stderr and "Missing argument" in proc.stderr
+
+
+def test_help_and_bare_command_still_show_help(cli) -> None:
+    for args in (["--help"], ["export", "--help"], ["-h"]):
+        proc = cli(*args, timeout=120)
+        assert proc.returncode == 0 and "Usage" in proc.stdout, (args, proc.stderr)
+        assert not proc.stderr.strip()
+    bare = cli(timeout=120)
+    assert "Usage" in bare.stdout and "export" in bare.stdout
+    assert "error:" not in bare.stderr

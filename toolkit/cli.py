@@ -1,7 +1,8 @@
 """The `keras-edge` command: a thin face over the stage functions.
 
-One error policy for every command: a `UserError` prints one line on stderr and exits 2, a
-`GateFailed` exits 1, `--debug` shows the traceback, anything else is a bug and keeps its
+One error policy for every command: a `UserError` or a usage error (unknown option, missing
+argument, bad value) prints one line on stderr and exits 2, a `GateFailed` exits 1, `--debug`
+shows the traceback (or click's own usage text), anything else is a bug and keeps its
 traceback. Commands live in toolkit/commands/ and are registered in `COMMAND_MODULES` only.
 Nothing here imports TensorFlow: `keras-edge --help` stays fast.
 """
@@ -109,10 +110,59 @@ for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app, guarded)
 
 
-def main() -> None:
-    """Console-script entry point."""
+def _click_errors() -> Any:
+    """typer >= 0.20 vendors click as `typer._click`; older typer uses the click package."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions
+    return exceptions
+
+
+def _command_path(err: Any, args: list[str]) -> str:
+    """`keras-edge CMD` for the help hint; the parser leaves no context on some errors."""
+    ctx = getattr(err, "ctx", None)
+    if ctx is not None:
+        return str(ctx.command_path)
+    names = {info.name for info in app.registered_commands if info.name}
+    command = next((a for a in args if a in names), None)
+    return f"keras-edge {command}" if command else "keras-edge"
+
+
+def usage_line(err: Any, args: list[str]) -> str:
+    """A usage error as one line: what is wrong, and where the help for that command is."""
+    message = " ".join(str(err.format_message()).split()).rstrip(".") or type(err).__name__
+    if message[:1].isupper() and not message[1:2].isupper():
+        message = message[0].lower() + message[1:]
+    return f"{message}; see '{_command_path(err, args)} --help'"
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point; exits with the command's exit code.
+
+    Runs typer without its standalone mode so usage errors reach us instead of typer's
+    multi-line box: a CI log or a wrapper script gets one greppable `error:` line.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ chatter is not for users
-    app(prog_name="keras-edge")
+    errors = _click_errors()
+    no_args_help = getattr(errors, "NoArgsIsHelpError", ())  # click < 8.2 exits 0 itself
+    try:
+        code = app(args=args, prog_name="keras-edge", standalone_mode=False)
+    except no_args_help as err:  # bare `keras-edge`: the help (rich prints it)
+        text = str(err.format_message())
+        if text.strip():
+            typer.echo(text)
+        code = err.exit_code
+    except errors.ClickException as err:
+        if _State.debug:
+            err.show()
+        else:
+            _err(usage_line(err, sys.argv[1:] if args is None else args))
+        code = err.exit_code
+    except typer.Abort:
+        _err("interrupted; nothing half-written was left behind")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

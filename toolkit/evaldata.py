@@ -10,7 +10,7 @@ parity with the reference, not accuracy).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,50 @@ import numpy as np
 from toolkit.errors import UserError
 
 Adapter = Callable[[np.ndarray], np.ndarray]
+
+
+class StreamedInputs:
+    """Held-out inputs that stay on disk and are decoded one batch at a time when read.
+
+    An image folder's test split (10,000 images of a 50,000-image folder: ~120 MB as float32,
+    more while stacking) is never one array: validation feeds every runtime batch by batch.
+    Length and `[i]` (latency uses one sample) work like the array it stands for.
+    """
+
+    def __init__(
+        self, split: Any, limit: int | None, seed: int, adapt: Adapter, batch_size: int = 256
+    ) -> None:
+        self._split, self._limit, self._seed, self._adapt = split, limit, seed, adapt
+        self._batch_size = batch_size
+        total = len(split.y)
+        self._len = total if limit is None else min(limit, total)
+        self.shape = (self._len, *split.sample_shape)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def batches(self, batch_size: int | None = None) -> Iterator[np.ndarray]:
+        """Float32 batches in the order `take_x(limit, seed)` would return them."""
+        size = batch_size or self._batch_size
+        for x in self._split.x_batches(self._limit, seed=self._seed, batch_size=size):
+            yield np.asarray(self._adapt(x), dtype=np.float32)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not isinstance(index, (int, np.integer)) or not -self._len <= index < self._len:
+            raise IndexError(f"streamed inputs take one sample index in [0, {self._len})")
+        index %= self._len
+        first = self.batches(index + 1)  # decodes only the first index + 1 files
+        try:
+            return next(first)[index]
+        finally:
+            first.close()
+
+
+def predict_batched(predict: Callable[[np.ndarray], np.ndarray], x: Any) -> np.ndarray:
+    """`predict` over all of `x`: an array in one call, StreamedInputs batch by batch."""
+    if isinstance(x, StreamedInputs):
+        return np.concatenate([np.asarray(predict(batch)) for batch in x.batches()])
+    return np.asarray(predict(x))
 
 
 def dataset_for_model(loaded: Any, data: str | None, seed: int = 0) -> Any | None:
@@ -95,12 +139,18 @@ def eval_data(
     adapt: Adapter | None = None,
     parity_model: Any = None,
 ) -> Any:
-    """Held-out inputs and labels as EvalData (labels from `parity_model` when given)."""
+    """Held-out inputs and labels as EvalData (labels from `parity_model` when given).
+
+    Splits that stream from disk (image folders) give StreamedInputs, not one big array.
+    """
     from toolkit.validate import EvalData
 
     part = getattr(ds, split)
-    x = part.take_x(limit, seed=seed)
-    x = adapt(x) if adapt else x
+    if hasattr(part, "x_batches"):
+        x: Any = StreamedInputs(part, limit, seed, adapt or (lambda a: a))
+    else:
+        x = part.take_x(limit, seed=seed)
+        x = adapt(x) if adapt else x
     y = np.asarray(part.y)
     if limit is not None and limit < len(y):  # take_x picks with the same seeded rule
         y = y[np.sort(np.random.default_rng(seed).choice(len(y), size=limit, replace=False))]
@@ -109,7 +159,7 @@ def eval_data(
     if parity_model is not None:
         from toolkit.metrics import predicted_classes
 
-        outputs = parity_model.predict(x, verbose=0)
+        outputs = predict_batched(lambda b: parity_model.predict(b, verbose=0), x)
         regression = outputs.ndim == 1 or (outputs.shape[-1] == 1 and ds.task == "regression")
         task = "regression" if regression else "classification"
         y = outputs.astype(np.float32) if regression else predicted_classes(outputs)
