@@ -1,9 +1,10 @@
 """Atomic outputs (issue #8): a killed or interrupted stage never leaves a file that looks whole.
 
-Real processes are killed with SIGKILL at several points of `keras-edge export` and
-interrupted with SIGINT (Ctrl-C) during `keras-edge train`; afterwards the output either does
-not exist or every artifact in it opens and runs in its runtime. Leftover hidden partial
-directories of a killed run are removed by the next run of the same stage.
+Real processes are killed with SIGKILL at several points of `keras-edge export` (validation
+included: the export dir appears only together with its report) and interrupted with SIGINT
+(Ctrl-C) during `keras-edge train`; afterwards the output either does not exist or every
+artifact in it opens and runs in its runtime. Leftover hidden partial directories of a killed
+run are removed by the next run of the same stage.
 """
 
 from __future__ import annotations
@@ -80,9 +81,13 @@ KILL_POINTS: dict[str, Callable[[Path], bool]] = {
         for d in _partials(out.parent, out.name)
         for p in d.iterdir()
     ),
-    # the directory was renamed into place; validation and the report are running
-    "export dir renamed into place": lambda out: out.is_dir(),
+    # every artifact sits in the temp dir: validation runs there (slow: --latency-runs below)
+    "validating the staged artifacts": lambda out: any(
+        {"model-fp32.onnx", "model-fp32.tflite"} <= {p.name for p in d.iterdir()}
+        for d in _partials(out.parent, out.name)
+    ),
 }  # fmt: skip
+VALIDATING = "validating the staged artifacts"
 
 
 def test_kill_9_during_export_leaves_nothing_that_looks_complete(tiny_models, tmp_path) -> None:
@@ -94,13 +99,17 @@ def test_kill_9_during_export_leaves_nothing_that_looks_complete(tiny_models, tm
         before = set(_partials(out.parent, out.name))
         proc = _start(
             "export", tiny_models["run"], "--out", out, "--force", "--formats", "tflite,onnx",
-            "--precisions", "fp32", "--latency-runs", "1", cwd=tmp_path,
+            "--precisions", "fp32", "--latency-runs", "200000", cwd=tmp_path,
         )  # fmt: skip
         hit = _wait_for(proc, lambda reached=reached: reached(out))
+        if point == VALIDATING:
+            time.sleep(1.0)  # well inside validation (200,000 latency runs per artifact)
         proc.kill()
         proc.wait()
         assert hit, f"export ended before '{point}': {proc.stderr.read()[-1500:]}"
         assert proc.returncode == -signal.SIGKILL
+        if point == VALIDATING:  # artifacts without their report are never published
+            assert not out.exists(), list(out.iterdir())
         if out.exists():  # only ever the complete set of artifacts
             assert _artifacts_all_run(out) == ["model-fp32.onnx", "model-fp32.tflite"]
             state = "export dir complete, every artifact runs"
@@ -119,6 +128,28 @@ def test_kill_9_during_export_leaves_nothing_that_looks_complete(tiny_models, tm
     assert _artifacts_all_run(out) == ["model-fp32.tflite"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
     record("re-run after SIGKILL (stale .partial dirs)", "export --force", "ok, leftovers removed")
+
+
+def test_failed_budget_publishes_the_dir_with_its_report(tiny_models, tmp_path) -> None:
+    """The gate fails after publishing: the user needs the report to see why (exit 1)."""
+    from toolkit.errors import GateFailed
+    from toolkit.pipeline import run_export
+
+    out = tmp_path / "gated"
+    with pytest.raises(GateFailed, match="over --max-drop"):
+        run_export(tiny_models["run"], formats=["tflite"], precisions=["fp32"], out=out,
+                   max_drop=-1.0, latency_runs=1)  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "report.md").is_file() and (out / "model-fp32.tflite").is_file()
+    assert {row["path"] for row in report["artifacts"]} == {str(out / "model-fp32.tflite")}
+    assert [p.name for p in tmp_path.iterdir()] == ["gated"]  # no temp dir left
+    # validation that fails outright publishes nothing and keeps the previous export
+    with pytest.raises(UserError):
+        run_export(tiny_models["run"], formats=["onnx"], precisions=["fp32"], out=out,
+                   force=True, latency_runs=1, runtimes=["litert"])  # fmt: skip
+    assert (out / "model-fp32.tflite").is_file() and not (out / "model-fp32.onnx").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["gated"]
+    record("failed budget / failed validation", "export", "exit 1 with report / old dir kept")
 
 
 def test_ctrl_c_during_train_leaves_no_run_dir(tmp_path: Path) -> None:

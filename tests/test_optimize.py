@@ -147,3 +147,174 @@ def test_qat_exports_to_tflite_int8_and_onnx_qdq_that_run(run_dir, tmp_path) -> 
         assert art.error is None and art.agreement >= 0.8, art
     with pytest.raises(UserError, match=r"SavedModel|already optimized"):
         optimize(result.out_dir, from_flags(prune=0.5), tmp_path / "again")
+
+
+def test_variant_file_names_parse_only_known_step_tags() -> None:
+    from toolkit.optimize.variants import parse
+
+    variant = parse("prune+cluster-int8.tflite")
+    assert variant is not None and variant.name == "prune+cluster-tflite-int8"
+    assert variant.filename == "prune+cluster-int8.tflite" and variant.fmt.name == "tflite-int8"
+    assert parse("qat-fp32.onnx").name == "qat-onnx-fp32"
+    assert parse("prune-int8-float-io.tflite").fmt.name == "tflite-int8-float-io"
+    odd = ("model-int8.tflite", "cluster+prune-int8.tflite", "prune+prune-int8.tflite",
+           "prune-int9.tflite", "prune.keras", "prune-fp32.keras")  # fmt: skip
+    for plain_or_odd in odd:
+        assert parse(plain_or_odd) is None, plain_or_odd
+
+
+def test_recipe_optimize_section_runs_and_export_shows_both_in_one_report(tmp_path) -> None:
+    import yaml
+
+    from toolkit.pipeline import run_export, run_training, run_validate
+    from toolkit.report import ARTIFACT_KEYS
+    from toolkit.report_render import comparisons, ordered
+
+    recipe = tmp_path / "tiny-pruned.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "optimize": {"prune": {"sparsity": 0.5},
+                                                           "epochs": 1}}))  # fmt: skip
+    result = run_training(str(recipe), runs_dir=tmp_path / "runs")
+    run = result.run_dir
+    assert result.optimized is not None and result.optimized.steps == ["prune"]
+    assert (run / "optimized" / "model.keras").is_file()
+
+    _, report = run_export(run, formats=["tflite-int8"], latency_runs=2)
+    export_dir = run / "export"
+    assert (export_dir / "prune-int8.tflite").is_file() and (
+        export_dir / "model-int8.tflite"
+    ).is_file()
+    names = [a.name for a in ordered(report)]
+    assert names.index("prune-tflite-int8") > names.index("tflite-int8")  # beside its twin
+    row = report.artifact("prune-tflite-int8", "litert:xnnpack")
+    assert row.error is None and row.variant == "prune" and row.base_name == "tflite-int8"
+    plain = report.artifact("tflite-int8", "litert:xnnpack")
+    assert row.gzip_bytes < plain.gzip_bytes and row.latency_ms and row.agreement is not None
+    data = json.loads((export_dir / "report.json").read_text())
+    for entry in data["artifacts"]:
+        assert set(ARTIFACT_KEYS) <= set(entry)  # the DESIGN.md keys, unchanged
+        assert entry.get("variant") == ("prune" if entry["name"].startswith("prune-") else None)
+    pairs = {(c["name"], c["base"]) for c in comparisons(report)}
+    assert ("prune-tflite-int8", "tflite-int8") in pairs
+    markdown = (export_dir / "report.md").read_text()
+    assert "What optimization bought" in markdown and "| prune-tflite-int8 |" in markdown
+
+    again = run_validate(export_dir, latency_runs=0)  # re-runnable from disk: files are found
+    assert sorted(a.name for a in again.artifacts) == sorted(names)
+    _, dense_only = run_export(run, formats=["tflite-int8"], out=tmp_path / "plain",
+                               latency_runs=0, optimized=False)  # fmt: skip
+    assert [a.variant for a in dense_only.artifacts] == [None] * len(dense_only.artifacts)
+
+
+def _colour_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """3 classes of 32x32 RGB images, each brighter in one channel: learnable in a few steps
+    from smooth features (a random colour per image, faint pixel noise)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.uniform(0, 100, (n, 1, 1, 3)) + rng.normal(0, 5, (n, 32, 32, 3))
+    for c in range(3):
+        x[y == c, :, :, c] += 120
+    return np.clip(x, 0, 255).astype("float32"), y
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_bridges_exactly_and_its_qat_model_runs_as_int8_tflite_and_onnx_qdq(
+    tmp_path,
+) -> None:
+    """alpha 0.35 at 32x32: the bridge is exact both ways, QAT fine-tunes, and the QAT model's
+    TFLite int8 and ONNX QDQ conversions predict what it predicts (LiteRT, ONNX Runtime)."""
+    import keras
+    import onnx
+    import tensorflow as tf
+    import tf_keras
+
+    from toolkit.builders import BuildContext, build_model
+    from toolkit.optimize import qat
+    from toolkit.optimize.bridge import to_keras, to_tf_keras
+    from toolkit.pipeline import run_export
+
+    x, y = _colour_images(96, 0)
+    rescale = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")
+    ctx = BuildContext((32, 32, 3), "classification", 3, preprocess=[rescale])
+    model = build_model("mobilenet_v2", ctx, {"alpha": 0.35})
+    # A few steps leave MobileNet's BatchNorm statistics (momentum 0.99) near their fresh
+    # values and inference-mode outputs near-uniform, where int8 rounding flips the top-1 at
+    # random: with momentum 0 they follow the data and a short training gives clear answers.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    keras.utils.set_random_seed(0)
+    tf.config.experimental.enable_op_determinism()  # as training does: a fixed outcome
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=32, epochs=12, verbose=0)
+
+    def diff(a, b) -> float:
+        return float(np.max(np.abs(np.asarray(a(x[:16], training=False))
+                                   - np.asarray(b(x[:16], training=False)))))  # fmt: skip
+
+    legacy = to_tf_keras(model)
+    assert diff(model, legacy) <= 1e-6
+    assert diff(model, to_keras(legacy)) <= 1e-6
+
+    tf_keras.utils.set_random_seed(0)
+    aware = qat.apply(legacy)
+    assert qat.foldable_batchnorms(legacy)  # BN folds into its conv in QAT, as converters do
+    qat.init_ranges(aware, x, batch_size=32)  # what the optimize stage does before fine-tuning
+    aware.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    aware.fit(x, y, batch_size=32, epochs=1, verbose=0)  # QAT: 1 epoch, 3 steps
+    qat.save(aware, tmp_path / "qat")
+    predicted = np.argmax(np.asarray(aware(x, training=False)), axis=1)
+    assert np.mean(predicted == y) >= 0.8  # a real classifier: top-1 agreement means something
+
+    data = tmp_path / "colours.npz"  # its 20 % test split: 80 images, 56 never trained on
+    held_x, held_y = _colour_images(304, 1)
+    np.savez(data, x=np.concatenate([x, held_x]), y=np.concatenate([y, held_y]))
+    export_dir = tmp_path / "export"
+    _, report = run_export(tmp_path / "qat", formats=["tflite-int8", "onnx-fp32"],
+                           data=f"npz:{data}", calib_samples=64, out=export_dir,
+                           latency_runs=2)  # fmt: skip
+    ops = {n.op_type for n in onnx.load(str(export_dir / "model-fp32.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ from the fake-quant graph
+    runtimes = {(a.name, a.runtime) for a in report.artifacts}
+    assert {("tflite-int8", "litert"), ("onnx-fp32", "onnxruntime")} <= runtimes
+    for art in report.artifacts:  # agreement: top-1 vs the QAT Keras model (the reference)
+        assert art.error is None and art.agreement >= 0.9, art.summary()
+
+
+def _row(name: str, runtime: str, value: float, size: int, gzip_size: int, variant=None):
+    from toolkit.report import ArtifactResult
+
+    fmt, precision = ("keras", "fp32") if name.endswith("keras-fp32") else ("tflite", "int8")
+    return ArtifactResult(name, fmt, precision, f"/x/{name}", size, gzip_size, runtime, "cpu",
+                          {"name": "accuracy", "value": value}, drop=0.99 - value, agreement=1.0,
+                          max_abs_diff=0.0, latency_ms={"p50": 1.0, "p90": 1.2},
+                          variant=variant)  # fmt: skip
+
+
+def test_report_puts_each_optimized_row_beside_its_plain_twin_and_compares_them() -> None:
+    from toolkit.report import Report
+    from toolkit.report_render import comparisons, ordered
+
+    report = Report(
+        reference={"name": "keras-fp32", "metric": {"name": "accuracy", "value": 0.99}},
+        artifacts=[_row("keras-fp32", "keras", 0.99, 400, 380),
+                   _row("tflite-int8", "litert", 0.99, 100, 90),
+                   _row("onnx-int8", "onnxruntime", 0.98, 110, 95),
+                   _row("prune-tflite-int8", "litert", 0.985, 100, 45, "prune"),
+                   _row("prune-onnx-int8", "onnxruntime", 0.97, 110, 50, "prune")],
+        versions={},
+    )  # fmt: skip
+    assert [a.name for a in ordered(report)] == [
+        "keras-fp32", "tflite-int8", "prune-tflite-int8", "onnx-int8", "prune-onnx-int8",
+    ]  # fmt: skip
+    (first, second) = comparisons(report)
+    assert first["base"] == "tflite-int8" and first["gzip"] == pytest.approx(0.5)
+    assert first["delta"] == pytest.approx(-0.005) and second["base"] == "onnx-int8"
+    markdown = report.to_markdown()
+    assert (
+        "## What optimization bought" in markdown and "| prune-onnx-int8 | onnx-int8 |" in markdown
+    )
+    data = report.to_dict()
+    assert "variant" not in data["artifacts"][1] and data["artifacts"][3]["variant"] == "prune"
+    assert Report.from_dict(data).artifacts[3].base_name == "tflite-int8"
+    plain = Report(report.reference, report.artifacts[:3], {})
+    assert comparisons(plain) == [] and "What optimization bought" not in plain.to_markdown()

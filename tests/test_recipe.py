@@ -78,3 +78,29 @@ def test_round_trip_yaml(tmp_path) -> None:
     path.write_text(recipe.to_yaml())
     assert load_recipe(str(path)) == recipe
     assert yaml.safe_load(recipe.to_yaml())["model"]["builder"] == "cnn"
+
+
+def test_optimize_section_is_the_optimize_config_and_names_bad_keys() -> None:
+    from toolkit.optimize.config import OptimizeConfig
+
+    section = {"prune": {"sparsity": 0.5}, "cluster": {"clusters": 16}, "epochs": 2}
+    recipe = parse_recipe({**MINIMAL, "optimize": section})
+    assert isinstance(recipe.optimize, OptimizeConfig)
+    assert recipe.optimize.steps() == ["prune", "cluster"]
+    assert parse_recipe(MINIMAL).optimize is None
+    with pytest.raises(UserError, match=r"optimize\.prune\.sparsity: .*less than 1"):
+        parse_recipe({**MINIMAL, "optimize": {"prune": {"sparsity": 1.5}}})
+    with pytest.raises(UserError, match=r"optimize\.pruning: extra inputs"):
+        parse_recipe({**MINIMAL, "optimize": {"pruning": {}}})
+    with pytest.raises(UserError, match=r"optimize: nothing to do"):
+        parse_recipe({**MINIMAL, "optimize": {"epochs": 2}})
+
+
+def test_optimize_section_can_be_added_with_set_and_round_trips(tmp_path) -> None:
+    recipe = parse_recipe(MINIMAL).with_overrides({"optimize.prune.sparsity": 0.5})
+    assert recipe.optimize is not None and recipe.optimize.steps() == ["prune"]
+    recipe = recipe.with_overrides({"optimize.qat.enabled": True})
+    assert recipe.optimize.steps() == ["prune", "qat"]
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe.to_yaml())
+    assert load_recipe(str(path)) == recipe

@@ -2,12 +2,15 @@
 
 It only converts (validation is `toolkit.validate`), writing into a hidden temp directory that
 is renamed into place when every artifact is written, so an interrupted export never leaves
-a directory that looks complete. The input spec travels with the artifacts.
+a directory that looks complete. A caller's `finish` step (validation and its report) runs on
+the staged artifacts before that rename: a published export dir always has its report. The
+input spec travels with the artifacts.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,10 +81,14 @@ def export(
     opset: int = 17,
     force: bool = False,
     extra_files: list[Path] | None = None,
+    finish: Callable[[Path, list[Path]], None] | None = None,
 ) -> ExportResult:
     """Write every requested artifact into `export_dir` atomically (as one directory).
 
     `extra_files` are artifacts built elsewhere (the budget ladder's winners) to include.
+    `finish(staging_dir, staged_artifacts)` runs before the directory is published, so what it
+    writes there (the validation report) appears together with the artifacts or not at all;
+    if it raises, nothing is published (an existing export dir is kept).
     """
     from toolkit.rundir import atomic_dir
 
@@ -97,5 +104,7 @@ def export(
         spec = input_spec_dir / "input_spec.json" if input_spec_dir else None
         if spec is not None and spec.is_file():
             shutil.copy2(spec, work / "input_spec.json")
+        if finish is not None:
+            finish(work, paths)
     artifacts = [export_dir / p.name for p in paths]
     return ExportResult(export_dir, artifacts, notes)

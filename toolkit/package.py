@@ -108,6 +108,7 @@ def run_package(
             out=export_dir,
             force=True,
             max_drop=None if ignore_budget else target.max_drop,
+            optimized=False,  # only the target's artifacts; package RUN/optimized for those
         )
     result = package(
         export_dir, target, out=out, force=force, ignore_budget=ignore_budget, samples=samples

@@ -19,14 +19,21 @@ def run_training(
     runs_dir: Path | str = "runs",
     name: str | None = None,
     force: bool = False,
+    log: Any = None,
 ) -> Any:
-    """Load a recipe (name or path), apply overrides, train it. Returns a TrainResult."""
+    """Load a recipe (name or path), apply overrides, train it, then run its `optimize:`
+    section into RUN/optimized/ if it has one. Returns a TrainResult (`.optimized` set)."""
     from toolkit.train import train
 
     loaded = load_recipe(recipe)
     if overrides:
         loaded = loaded.with_overrides(overrides)
-    return train(loaded, runs_dir, name=name, force=force)
+    result = train(loaded, runs_dir, name=name, force=force)
+    if loaded.optimize is not None:
+        from toolkit.optimize import optimize
+
+        result.optimized = optimize(result.run_dir, loaded.optimize, force=force, log=log)
+    return result
 
 
 def default_export_dir(loaded: Any) -> Path:
@@ -53,11 +60,17 @@ def run_export(
     input_range: str | None = None,
     parity: bool = False,
     runtimes: list[str] | None = None,
+    optimized: bool = True,
 ) -> Any:
     """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
 
-    Returns (ExportResult, Report or None when no data was known); raises GateFailed when a
-    budget is given and not met.
+    A run with RUN/optimized/ gets that model's artifacts too (`prune-int8.tflite`, ...),
+    validated against the same dense reference; `optimized=False` leaves them out.
+
+    Validation runs on the staged artifacts and the report is written beside them before the
+    export dir is renamed into place, so a killed export never leaves artifacts without their
+    report. Returns (ExportResult, Report or None when no data was known); raises GateFailed
+    (after publishing the dir and its report, which says why) when a budget is not met.
     """
     from toolkit.convert import select
     from toolkit.errors import GateFailed, UserError
@@ -95,6 +108,23 @@ def run_export(
     spec_dir = Path(loaded.path) if Path(loaded.path).is_dir() else Path(loaded.path).parent
 
     budget = None
+    validated: list[Any] = []
+
+    def validate_staged(staging: Path, staged: list[Path]) -> None:
+        """Measure the staged artifacts; the report names their final paths."""
+        test = eval_data(ds, "test", limit=max_eval_samples, seed=seed, adapt=adapt,
+                         parity_model=reference)  # fmt: skip
+        report = validate(staged, test, reference=loaded.model, latency_runs=latency_runs,
+                          runtimes=runtimes)  # fmt: skip
+        for row in report.artifacts:
+            row.path = str(export_dir / Path(row.path).name)
+        if budget is not None:
+            report.budget = budget
+        report.apply_budget_flags(max_drop)
+        report.save(staging)
+        validated.append(report)
+
+    finish = validate_staged if ds is not None else None
     if auto:
         import tempfile
 
@@ -105,27 +135,29 @@ def run_export(
         staging = Path(tempfile.mkdtemp(prefix="keras-edge-chosen-"))
         val = eval_data(ds, "val", limit=max_eval_samples, seed=seed, adapt=adapt,
                         parity_model=reference)  # fmt: skip
-        picked, budget = choose(loaded.model, fmts, val, calibration, max_drop, staging)
-        result = export(
-            loaded.model, plain, export_dir, calibration=calibration, input_spec_dir=spec_dir,
-            opset=opset, force=force, extra_files=picked,
-        )  # fmt: skip
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            picked, budget = choose(loaded.model, fmts, val, calibration, max_drop, staging)
+            result = export(
+                loaded.model, plain, export_dir, calibration=calibration, input_spec_dir=spec_dir,
+                opset=opset, force=force, extra_files=picked, finish=finish,
+            )  # fmt: skip
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     else:
-        result = export(
-            loaded.model, chosen_formats, export_dir, calibration=calibration,
-            input_spec_dir=spec_dir, opset=opset, force=force,
-        )  # fmt: skip
+        from toolkit.optimize.variants import optimized_artifacts
+
+        # A run with RUN/optimized/: its twins go into the same dir and report.
+        with optimized_artifacts(loaded, chosen_formats, calibration=calibration, opset=opset,
+                                 enabled=optimized, export_dir=export_dir,
+                                 force=force) as variants:  # fmt: skip
+            result = export(
+                loaded.model, chosen_formats, export_dir, calibration=calibration,
+                input_spec_dir=spec_dir, opset=opset, force=force, finish=finish,
+                extra_files=variants,
+            )  # fmt: skip
     if ds is None:
         return result, None
-    test = eval_data(ds, "test", limit=max_eval_samples, seed=seed, adapt=adapt,
-                     parity_model=reference)  # fmt: skip
-    report = validate(result.artifacts, test, reference=loaded.model, latency_runs=latency_runs,
-                      runtimes=runtimes)  # fmt: skip
-    if budget is not None:
-        report.budget = budget
-    report.apply_budget_flags(max_drop)
-    report.save(export_dir)
+    report = validated[0]
     if auto and any(v["chosen"] is None for v in budget["formats"].values()):
         missing = [k for k, v in budget["formats"].items() if v["chosen"] is None]
         raise GateFailed(f"no {'/'.join(missing)} artifact stays within --max-drop {max_drop}")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from toolkit.data.base import DataSpec
 from toolkit.errors import UserError, validation_message
+from toolkit.optimize.config import OptimizeConfig
 from toolkit.resources import resolve_yaml
 
 
@@ -166,6 +167,9 @@ class Recipe(_Strict):
     train: TrainConfig = TrainConfig()
     transfer: TransferConfig | None = None
     search: SearchConfig | None = None
+    # Prune / cluster / QAT after training (`keras-edge train` then writes RUN/optimized/);
+    # the same model as `keras-edge optimize`'s flags, so both are checked alike.
+    optimize: OptimizeConfig | None = None
 
     @field_validator("name")
     @classmethod

@@ -112,6 +112,14 @@ class ArtifactResult:
     error: str | None = None  # set when the artifact failed to load or run here
     flags: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Optimize steps of the model this artifact came from ("prune+cluster"); None: the plain
+    # model. Such a row is named "<variant>-<plain artifact>", e.g. "prune-tflite-int8".
+    variant: str | None = None
+
+    @property
+    def base_name(self) -> str:
+        """The plain artifact this row mirrors ("tflite-int8" for "prune-tflite-int8")."""
+        return self.name.removeprefix(f"{self.variant}-") if self.variant else self.name
 
     @property
     def where(self) -> str:
@@ -119,8 +127,9 @@ class ArtifactResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["error"] is None:
-            del data["error"]
+        for key in ("error", "variant"):  # absent rather than null: older readers see no change
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod

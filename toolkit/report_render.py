@@ -1,7 +1,8 @@
 """Views of a validation report: markdown (report.md), a rich table, and a trade-off plot.
 
-The rows are the same in every view: the reference first, then every artifact x runtime in
-report order, with sizes human readable and failures shown rather than hidden.
+The rows are the same in every view: the reference first, then every artifact x runtime, each
+plain artifact followed by its optimized variants (with a section comparing them), sizes human
+readable and failures shown rather than hidden.
 """
 
 from __future__ import annotations
@@ -59,6 +60,78 @@ def _row(row: ArtifactResult) -> list[str]:
     ]
 
 
+def ordered(report: Report) -> list[ArtifactResult]:
+    """The reference first, then each plain artifact followed by its optimized variants
+    (tflite-int8, prune-tflite-int8, ...), runtimes in report order: what to compare is adjacent."""
+    ref_name = report.reference["name"]
+    bases = list(dict.fromkeys(a.base_name for a in report.artifacts))
+    tags = list(dict.fromkeys(a.variant for a in report.artifacts if a.variant))
+
+    def key(a: ArtifactResult) -> tuple[bool, int, int]:
+        rank = tags.index(a.variant) + 1 if a.variant else 0
+        return a.name != ref_name, bases.index(a.base_name), rank
+
+    return sorted(report.artifacts, key=key)
+
+
+def _ratio(new: float | None, old: float | None) -> float | None:
+    return None if new is None or not old else new / old
+
+
+def comparisons(report: Report) -> list[dict[str, Any]]:
+    """Each optimized row against its plain twin (same artifact, runtime and provider).
+
+    `delta` is optimized minus plain metric (positive = better for higher-is-better metrics);
+    size, gzip and p50 are optimized / plain ratios. Failed rows have no comparison.
+    """
+    plain = {(a.name, a.runtime, a.provider): a for a in report.artifacts if not a.variant}
+    out = []
+    for a in ordered(report):
+        twin = plain.get((a.base_name, a.runtime, a.provider)) if a.variant else None
+        if twin is None or a.error or twin.error:
+            continue
+        value, base = a.metric.get("value"), twin.metric.get("value")
+        p50 = (a.latency_ms or {}).get("p50"), (twin.latency_ms or {}).get("p50")
+        out.append({
+            "name": a.name, "base": twin.name, "variant": a.variant, "where": a.where,
+            "metric": (base, value),
+            "delta": None if value is None or base is None else value - base,
+            "size": _ratio(a.size_bytes, twin.size_bytes),
+            "gzip": _ratio(a.gzip_bytes, twin.gzip_bytes),
+            "p50": _ratio(*p50),
+        })  # fmt: skip
+    return out
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _comparison_markdown(report: Report) -> list[str]:
+    rows = comparisons(report)
+    if not rows:
+        return []
+    metric = report.metric_name
+    lines = [
+        "## What optimization bought",
+        "",
+        f"Each optimized artifact against the plain one converted the same way, in the same "
+        f"runtime (drop above is against the dense Keras reference). Delta: optimized minus "
+        f"plain {metric}; ratios: optimized / plain.",
+        "",
+        f"| optimized | vs | runtime/provider | {metric} plain -> optimized | delta | size | gzip "
+        "| p50 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in rows:
+        base, value = c["metric"]
+        lines.append(
+            f"| {c['name']} | {c['base']} | {c['where']} | {_num(base)} -> {_num(value)} | "
+            f"{_num(c['delta'], '+.4f')} | {_x(c['size'])} | {_x(c['gzip'])} | {_x(c['p50'])} |"
+        )
+    return lines
+
+
 def table_rows(report: Report) -> list[list[str]]:
     """The reference first (its own row when no artifact is the Keras model), then the rest."""
     ref = report.reference
@@ -79,7 +152,7 @@ def table_rows(report: Report) -> list[list[str]]:
                 "",
             ]
         )
-    rows += [_row(a) for a in report.artifacts if a.name != ref["name"]]
+    rows += [_row(a) for a in ordered(report) if a.name != ref["name"]]
     return rows
 
 
@@ -108,6 +181,9 @@ def to_markdown(report: Report) -> str:
         "Drop: reference minus artifact for higher-is-better metrics, artifact minus "
         "reference for lower-is-better; positive = worse. Latency: batch 1.",
     ]
+    comparison = _comparison_markdown(report)
+    if comparison:
+        lines += ["", *comparison]
     failed = [a for a in report.artifacts if a.error]
     if failed:
         lines += ["", "## Failures", ""]
@@ -173,9 +249,8 @@ def print_table(report: Report) -> None:
         table.add_column(
             header, justify="left" if header in ("artifact", "runtime") else "right", no_wrap=True
         )
-    ordered = [a for a in report.artifacts if a.name == ref["name"]]
-    ordered += [a for a in report.artifacts if a.name != ref["name"]]
-    for a in ordered:
+    rows = ordered(report)
+    for a in rows:
         latency = a.latency_ms or {}
         cells = [
             a.name,
@@ -190,9 +265,19 @@ def print_table(report: Report) -> None:
         cells += [_num(latency.get("p90"), ".3f"), _num(a.max_abs_diff, ".1e")] if wide else []
         table.add_row(*cells, style="red" if a.error else ("yellow" if a.flags else None))
     console.print(table)
-    for a in ordered:
+    for a in rows:
         for note in [*a.flags, *([a.error] if a.error else [])]:
             console.print(f"  {a.name} {_short_where(a)}: {note}", highlight=False, markup=False)
+    shown: set[str] = set()
+    for c in comparisons(report):  # one line per optimized artifact, its first runtime
+        if c["name"] in shown:
+            continue
+        shown.add(c["name"])
+        console.print(
+            f"  {c['name']} vs {c['base']} ({c['where']}): {metric['name']} "
+            f"{_num(c['delta'], '+.4f')}, size {_x(c['size'])}, gzip {_x(c['gzip'])}, "
+            f"p50 {_x(c['p50'])}", highlight=False, markup=False,
+        )  # fmt: skip
 
 
 def plot(report: Report, path: Path) -> Path:

@@ -27,6 +27,7 @@ class TrainResult:
     metrics: dict[str, Any]
     history: dict[str, list[float]]
     params: int
+    optimized: Any = None  # the OptimizeResult when the recipe's optimize: section ran
 
     @property
     def headline(self) -> tuple[str, float]:

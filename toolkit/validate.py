@@ -18,6 +18,8 @@ import numpy as np
 
 from toolkit.convert.formats import BY_NAME, FORMATS, Format
 from toolkit.errors import UserError
+from toolkit.evaldata import StreamedInputs, predict_batched
+from toolkit.optimize import variants
 from toolkit.report import ArtifactResult, Report, collect_versions, now_iso
 
 __all__ = [
@@ -49,7 +51,8 @@ class EvalData:
     name: str = ""
 
     def __post_init__(self) -> None:
-        self.x = np.asarray(self.x, dtype=np.float32)
+        if not isinstance(self.x, StreamedInputs):  # an image folder's split stays on disk
+            self.x = np.asarray(self.x, dtype=np.float32)
         self.y = np.asarray(self.y)
         if self.task not in TASKS:
             raise UserError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
@@ -75,6 +78,9 @@ def artifact_format(path: Path) -> Format:
         return by_file[path.name]
     if path.suffix.lower() in KERAS_SUFFIXES:
         return BY_NAME["keras-fp32"]
+    variant = variants.parse(path.name)  # an optimized model's twin: prune-int8.tflite
+    if variant is not None:
+        return variant.fmt
     raise UserError(
         f"cannot tell which artifact {path.name!r} is: export directories name files after the "
         f"format table ({', '.join(by_file)})"
@@ -82,11 +88,13 @@ def artifact_format(path: Path) -> Format:
 
 
 def discover_artifacts(export_dir: Path) -> list[Path]:
-    """Every file in `export_dir` the format table knows, in table order."""
+    """Every file in `export_dir` the format table knows, in table order, then optimized
+    variants (`prune-int8.tflite`)."""
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise UserError(f"export directory not found: {export_dir}")
     found = [export_dir / f.filename for f in FORMATS if (export_dir / f.filename).is_file()]
+    found += variants.discover(export_dir)
     if not found:
         expected = ", ".join(f.filename for f in FORMATS)
         raise UserError(f"no artifacts in {export_dir}; expected files named like {expected}")
@@ -158,7 +166,7 @@ def _run_combo(
     from toolkit.runtimes import open_runner
 
     with open_runner(path, runtime=runtime, provider=provider) as runner:
-        outputs = runner.predict(data.x)
+        outputs = predict_batched(runner.predict, data.x)
         latency = (
             runner.latency_ms(data.x[0], warmup=LATENCY_WARMUP, runs=latency_runs)
             if latency_runs
@@ -180,8 +188,9 @@ def _measure(
     from toolkit.metrics import task_metrics
 
     runtime, provider = combo
+    variant = variants.parse(path.name)
     result = ArtifactResult(
-        name=fmt.name,
+        name=variant.name if variant else fmt.name,
         format=fmt.format,
         precision=fmt.precision,
         path=str(path),
@@ -190,6 +199,7 @@ def _measure(
         runtime=runtime,
         provider=provider,
         metric={"name": ref["metric"], "value": None},
+        variant=variant.tag if variant else None,
     )
     try:
         outputs, latency = _run_combo(path, runtime, provider, data, latency_runs)
@@ -217,7 +227,7 @@ def _reference(reference: Any, data: EvalData) -> dict[str, Any]:
 
     metric, higher_is_better = headline(data.task)
     with open_runner(reference, runtime="keras") as runner:
-        outputs = runner.predict(data.x)
+        outputs = predict_batched(runner.predict, data.x)
     outputs = outputs.reshape(len(outputs), -1)
     value = float(task_metrics(data.task, data.y, outputs, data.labels)[metric])
     path = str(reference) if isinstance(reference, (str, Path)) else None

@@ -72,6 +72,12 @@ def export_command(
         help="Validate only on these, e.g. litert:xnnpack,onnxruntime:cpu "
         "(default: every available runtime, LiteRT reference kernels included).",
     ),
+    optimized: bool = typer.Option(
+        True,
+        "--optimized/--no-optimized",
+        help="For a run with RUN/optimized/ (keras-edge optimize): also export that model "
+        "(prune-int8.tflite, ...) and validate it in the same report.",
+    ),
     list_formats: bool = typer.Option(False, "--list", help="List every artifact and exit."),
 ) -> None:
     """Convert a model to TFLite/ONNX artifacts and validate each in its real runtime."""
@@ -87,7 +93,7 @@ def export_command(
         model, formats=_split(formats), precisions=_split(precisions), data=data,
         calib_samples=calib_samples, max_drop=max_drop, out=out, opset=opset, force=force,
         safe_mode=not unsafe, latency_runs=latency_runs, max_eval_samples=max_eval_samples,
-        input_range=input_range, parity=parity, runtimes=_split(runtimes),
+        input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
     )  # fmt: skip
     if report is not None:
         report.print_table()

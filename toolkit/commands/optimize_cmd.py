@@ -53,10 +53,11 @@ def optimize_command(
     from toolkit.progress import console
 
     result = optimize(run, config, out, force, log=lambda m: console.print(m, highlight=False))
-    _print(result, console)
+    print_result(result, console)
 
 
-def _print(result: Any, console: Any) -> None:
+def print_result(result: Any, console: Any) -> None:
+    """Per-layer sparsity/unique weights, the accuracy change and what to run next."""
     from rich.table import Table
 
     table = Table(title=f"{' + '.join(result.steps)}: per-layer kernels")
@@ -76,9 +77,13 @@ def _print(result: Any, console: Any) -> None:
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     what = "SavedModel (QAT)" if result.model_kind == "saved_model" else "model.keras"
-    console.print(f"wrote {result.out_dir}/ ({what}); next: keras-edge export {result.out_dir}"
-                  + (f" --out {result.out_dir}/export" if result.model_kind == "saved_model"
-                     else ""), highlight=False)  # fmt: skip
+    out = Path(result.out_dir)
+    if out.name == "optimized":  # RUN/optimized: `export RUN` puts both side by side
+        steps = "+".join(result.steps)
+        hint = f"keras-edge export {out.parent} (plain and {steps} artifacts in one report)"
+    else:
+        hint = f"keras-edge export {out}"
+    console.print(f"wrote {out}/ ({what}); next: {hint}", highlight=False)
 
 
 def register(app: typer.Typer, guarded: Callable[..., Any]) -> None:

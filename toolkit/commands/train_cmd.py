@@ -41,8 +41,13 @@ def train_command(
         None, "--backbone", help="Transfer-learn from a Keras file or builder (transfer.backbone)."
     ),
 ) -> None:
-    """Train a recipe; writes runs/<name>/ (model.keras, metrics.json, plots/, ...)."""
+    """Train a recipe; writes runs/<name>/ (model.keras, metrics.json, plots/, ...).
+
+    A recipe with an `optimize:` section is then pruned/clustered/QAT-ed into
+    runs/<name>/optimized/, which `keras-edge export runs/<name>` exports beside the plain model.
+    """
     from toolkit.pipeline import run_training
+    from toolkit.progress import console
     from toolkit.summary import print_train_summary
 
     overrides = {
@@ -54,8 +59,13 @@ def train_command(
         "transfer.backbone": backbone,
         **parse_sets(sets),
     }
-    result = run_training(recipe, overrides, runs_dir=runs_dir, name=name, force=force)
+    result = run_training(recipe, overrides, runs_dir=runs_dir, name=name, force=force,
+                          log=lambda m: console.print(m, highlight=False))  # fmt: skip
     print_train_summary(result)
+    if result.optimized is not None:  # the recipe's optimize: section ran
+        from toolkit.commands.optimize_cmd import print_result
+
+        print_result(result.optimized, console)
 
 
 def register(app: typer.Typer, guarded: Callable[..., Any]) -> None:

@@ -23,6 +23,7 @@ from toolkit.errors import UserError
 from toolkit.optimize.config import OptimizeConfig
 
 COPIED = ("input_spec.json", "recipe.yaml")
+RANGE_SAMPLES = 512  # inputs that set QAT's starting fake-quant ranges
 
 
 @dataclass
@@ -76,6 +77,17 @@ def _weights_size(model: Any) -> dict[str, int]:
     """Float32 bytes of every weight, raw and gzipped: what pruning and clustering buy."""
     blob = b"".join(np.asarray(w, dtype=np.float32).tobytes() for w in model.get_weights())
     return {"bytes": len(blob), "gzip_bytes": len(gzip.compress(blob, compresslevel=9))}
+
+
+def _sample_inputs(train_ds: Any, count: int) -> np.ndarray:
+    """Up to `count` inputs from the training pipeline (augmented, as the fine-tune sees them)."""
+    batches, seen = [], 0
+    for x, _ in train_ds:
+        batches.append(np.asarray(x))
+        seen += len(batches[-1])
+        if seen >= count:
+            break
+    return np.concatenate(batches)[:count]
 
 
 def _fine_tune(model: Any, train_ds: Any, loss: str, lr: float, epochs: int,
@@ -142,7 +154,9 @@ def optimize(
     if config.qat_enabled:
         preserve = config.qat_preserve
         wrapped = qat.apply(model, preserve)
-        notes.append(f"qat: 8-bit fake quantization, preserving {preserve}")
+        qat.init_ranges(wrapped, _sample_inputs(train_ds, RANGE_SAMPLES), recipe.train.batch_size)
+        notes.append(f"qat: 8-bit fake quantization, preserving {preserve}; ranges "
+                     f"initialized from {RANGE_SAMPLES} training inputs")  # fmt: skip
         _fine_tune(wrapped, train_ds, loss, lr, config.epochs, [], "qat", log)
         final, kind = wrapped, "saved_model"
     else:

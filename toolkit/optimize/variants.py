@@ -1,0 +1,157 @@
+"""Optimized variants in an export: RUN/optimized/ converted beside the plain artifacts.
+
+`keras-edge export RUN` on a run that has been optimized converts both models into one export
+dir and validates them together against the dense Keras reference, so one report shows what
+each step bought (accuracy, size, gzip size, latency). Variant files are named
+`<steps>-<precision><suffix>` (`prune+cluster-int8.tflite`) and their report rows
+`<steps>-<artifact>` (`prune+cluster-tflite-int8`, with `variant` set): the plain rows keep
+their names, which baselines, `check` and `package` look up. Nothing here imports TensorFlow
+until a conversion runs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.convert.formats import FORMATS, Format
+
+STEPS = ("prune", "cluster", "qat")  # the stage's fixed order; a tag is a '+'-joined prefix
+OPTIMIZED_DIR = "optimized"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One optimized artifact: the optimize steps (`tag`) and the plain format it mirrors."""
+
+    tag: str
+    fmt: Format
+
+    @property
+    def name(self) -> str:
+        return f"{self.tag}-{self.fmt.name}"
+
+    @property
+    def filename(self) -> str:
+        return f"{self.tag}-{self.fmt.precision}{self.fmt.suffix}"
+
+
+def is_tag(tag: str) -> bool:
+    """'prune', 'prune+cluster', 'cluster+qat', ...: known steps, each once, in stage order."""
+    parts = tag.split("+")
+    if not all(p in STEPS for p in parts) or len(set(parts)) != len(parts):
+        return False
+    return parts == sorted(parts, key=STEPS.index)
+
+
+def parse(filename: str) -> Variant | None:
+    """The variant a file name denotes, or None (plain `model-*` files are not variants)."""
+    tag, sep, rest = filename.partition("-")
+    if not sep or not is_tag(tag):
+        return None
+    for fmt in FORMATS:
+        if fmt.format != "keras" and rest == f"{fmt.precision}{fmt.suffix}":
+            return Variant(tag, fmt)
+    return None
+
+
+def discover(export_dir: Path) -> list[Path]:
+    """Variant files in an export dir, grouped by tag in stage order, formats in table order."""
+    found = [(p, v) for p in Path(export_dir).iterdir() if (v := parse(p.name)) is not None]
+    order = {fmt.name: i for i, fmt in enumerate(FORMATS)}
+    found.sort(key=lambda pv: (len(pv[1].tag.split("+")), pv[1].tag, order[pv[1].fmt.name]))
+    return [p for p, _ in found]
+
+
+def optimized_dir(run_dir: Path) -> Path | None:
+    """RUN/optimized when it holds a finished optimize result (model + metrics.json)."""
+    out = Path(run_dir) / OPTIMIZED_DIR
+    metrics = out / "metrics.json"
+    has_model = (out / "model.keras").is_file() or (out / "saved_model.pb").is_file()
+    if not (has_model and metrics.is_file()):
+        return None
+    try:
+        steps = json.loads(metrics.read_text())["optimize"]["steps"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return out if steps and is_tag("+".join(steps)) else None
+
+
+def tag_of(opt_dir: Path) -> str:
+    """'prune+cluster' for an optimized dir that pruned then clustered."""
+    return "+".join(json.loads((Path(opt_dir) / "metrics.json").read_text())["optimize"]["steps"])
+
+
+def build(
+    opt_dir: Path,
+    formats: list[Format],
+    staging: Path,
+    *,
+    calibration: Any = None,
+    opset: int = 17,
+) -> list[Path]:
+    """Convert the optimized model to every non-Keras format asked for, into `staging`.
+
+    The optimized model is not the reference (the dense one is), so its Keras file is not
+    exported. A format that cannot convert this variant (e.g. int16x8 of a QAT graph) is skipped
+    with a warning rather than sinking the plain export.
+    """
+    from toolkit.convert import convert
+    from toolkit.modelio import load_model
+    from toolkit.progress import console
+
+    tag = tag_of(opt_dir)
+    model = load_model(opt_dir).model
+    work = Path(tempfile.mkdtemp(prefix=".variant-", dir=staging))
+    written: list[Path] = []
+    try:
+        for fmt in (f for f in formats if f.format != "keras"):
+            variant = Variant(tag, fmt)
+            opts: dict[str, Any] = {"opset": opset} if fmt.format == "onnx" else {}
+            console.print(f"convert {variant.name}", highlight=False)
+            try:
+                path = convert(model, fmt, work, calibration=calibration, **opts)
+            except Exception as exc:  # one variant failing must not sink the export
+                text = str(exc).strip()
+                reason = text.splitlines()[0][:200] if text else type(exc).__name__
+                console.print(f"[yellow]warning:[/] skipped {variant.name}: {reason}")
+                continue
+            written.append(Path(shutil.move(str(path), staging / variant.filename)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return written
+
+
+@contextmanager
+def optimized_artifacts(
+    loaded: Any,
+    formats: list[Format],
+    *,
+    calibration: Any = None,
+    opset: int = 17,
+    enabled: bool = True,
+    export_dir: Path | None = None,
+    force: bool = False,
+) -> Iterator[list[Path]]:
+    """The variant files of a loaded run's RUN/optimized/ (none if absent), in a temp dir that
+    lives while the export copies them in. `export_dir`/`force` are checked first, so an
+    export that would be refused fails before these conversions rather than after."""
+    from toolkit.rundir import check_run_dir
+
+    opt = optimized_dir(Path(loaded.path)) if enabled and loaded.kind == "run" else None
+    if opt is None:
+        yield []
+        return
+    if export_dir is not None:
+        check_run_dir(Path(export_dir), force)
+    staging = Path(tempfile.mkdtemp(prefix="keras-edge-variants-"))
+    try:
+        yield build(opt, formats, staging, calibration=calibration, opset=opset)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
