@@ -8,11 +8,17 @@ and the checks computed from them. No number in RESULTS.md is typed by hand.
 
     .venv/bin/python bench/run.py --out bench/RESULTS.md          # what `make bench` runs
     .venv/bin/python bench/run.py --quick --recipes digits-cnn    # smoke run (3 epochs)
+
+Then pruning/clustering/QAT on the mnist-full-cnn run (bench/optimize_bench.py;
+`--skip-optimize`), the transfer-learning sample (bench/transfer_section.py: vww_96.h5 ->
+CIFAR-10 vs from scratch; needs ../shared; `--skip-transfer`) and, last, the peak RSS of
+exporting a 50,000-image folder vs a 5,000-image one (bench/rss_folder.py; `--skip-rss-folder`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -270,6 +276,61 @@ def bench_recipe(name: str, args: argparse.Namespace) -> tuple[list[str], list[s
     return lines, verdicts
 
 
+def rss_folder_section(args: argparse.Namespace) -> list[str]:
+    """bench/rss_folder.py's section: peak RSS of exporting a 50k-image folder (issue #8).
+
+    A child process of its own, so its exports' memory is measured apart from this script's.
+    """
+    if args.skip_rss_folder:
+        return []
+    out = args.work / "rss_folder.md"
+    out.unlink(missing_ok=True)
+    script = Path(__file__).resolve().parent / "rss_folder.py"
+    cmd = [sys.executable, str(script), "--images", str(args.rss_images), "--out", str(out)]
+    print("bench: rss_folder", flush=True)
+    rc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL).returncode
+    if not out.is_file():
+        return ["## Peak RSS: exporting an image folder", "", f"`{shlex.join(cmd)}` failed "
+                f"(exit {rc}).", ""]  # fmt: skip
+    return [out.read_text().rstrip("\n"), ""]
+
+
+def optimize_section(args: argparse.Namespace) -> list[str]:
+    """bench/optimize_bench.py on the mnist-full-cnn run trained above (about 14 min)."""
+    run = args.work / "runs" / "mnist-full-cnn"
+    if args.skip_optimize or not (run / "metrics.json").is_file():
+        return []
+    out = args.work / "optimize.md"
+    out.unlink(missing_ok=True)
+    script = Path(__file__).resolve().parent / "optimize_bench.py"
+    cmd = [sys.executable, str(script), str(run), "--results", str(out)]
+    print("bench: optimize", flush=True)
+    rc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL).returncode
+    if not out.is_file():
+        return ["## Optimize benchmark", "", f"`{shlex.join(cmd)}` failed (exit {rc}).", ""]
+    return [out.read_text().strip("\n"), ""]
+
+
+def transfer_section(args: argparse.Namespace) -> list[str]:
+    """samples/transfer_vww_cifar10.py run now (about 5 min), rendered by transfer_section.py."""
+    if args.skip_transfer:
+        return []
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import transfer_section as transfer
+
+    out = args.work / "transfer_vww_cifar10.json"
+    out.unlink(missing_ok=True)
+    print("bench: transfer sample", flush=True)
+    try:
+        transfer.run_sample(out)
+    except subprocess.CalledProcessError as err:
+        return ["## Transfer learning", "", f"the sample failed (exit {err.returncode}).", ""]
+    data = json.loads(out.read_text()) if out.is_file() else {}
+    if "transfer" not in data:  # the sample skips without ../shared
+        return ["## Transfer learning", "", "skipped: ../shared (vww_96.h5, CIFAR-10) absent.", ""]
+    return transfer.section(data)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
@@ -280,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-reps", type=int, default=5)
     parser.add_argument("--latency-runs", type=int, default=100)
     parser.add_argument("--export-latency-runs", type=int, default=50)
+    parser.add_argument("--rss-images", type=int, default=50_000, help="rss_folder's big folder")
+    parser.add_argument("--skip-rss-folder", action="store_true", help="no peak-RSS section")
+    parser.add_argument("--skip-transfer", action="store_true", help="no transfer section")
+    parser.add_argument("--skip-optimize", action="store_true", help="no optimize section")
     args = parser.parse_args(argv)
     args.out, args.work = args.out.resolve(), args.work.resolve()
     command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
@@ -295,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         sections += lines
         passed = sum("**PASS**" in v for v in verdicts)
         summary.append(f"{name} {passed}/{len(verdicts)} PASS" if verdicts else f"{name} skipped")
+    sections += optimize_section(args)
+    sections += transfer_section(args)
+    sections += rss_folder_section(args)
     minutes = (time.perf_counter() - start) / 60
     versions = ", ".join(f"{k} {v}" for k, v in collect_versions().items())
     head = [

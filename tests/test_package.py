@@ -123,9 +123,10 @@ def test_raspberry_pi_bundle_runs_softmax_on_the_host(bundles, export_dir) -> No
 
     bundle, manifest = bundles["raspberry-pi"].bundle_dir, bundles["raspberry-pi"].manifest
     primary = manifest["models"][0]
-    assert primary["postprocess"] == "softmax" and "without its final SOFTMAX" in primary[
-        "derived_from"
-    ]
+    assert (
+        primary["postprocess"] == "softmax"
+        and "without its final SOFTMAX" in primary["derived_from"]
+    )
     assert "SOFTMAX" not in tflite_stats(bundle / primary["file"])["ops"]
     assert "SOFTMAX" in tflite_stats(export_dir / "model-int8.tflite")["ops"]
     assert all(c["atol"] == 0 for c in primary["selftest"]["checks"])  # XNNPACK too
