@@ -54,11 +54,11 @@ def tflite_stats(path: Path) -> dict[str, Any]:
         buf = buffers[tensor.buffer]
         return len(buf.data) if buf.data is not None else int(buf.size or 0)
 
+    floats = {schema.TensorType.FLOAT32, schema.TensorType.FLOAT16}
     ops: Counter[str] = Counter()
     params = macs = weight_bytes = quant_bytes = name_bytes = 0
     for graph in model.subgraphs or []:
         tensors = graph.tensors or []
-        params += _tflite_params(graph, model.operatorCodes, names, const_bytes)
         for tensor in tensors:
             name_bytes += len(tensor.name or b"")
             q = tensor.quantization
@@ -68,6 +68,9 @@ def tflite_stats(path: Path) -> dict[str, Any]:
                 quant_bytes += 4 * len(q.min if q.min is not None else [])
                 quant_bytes += 4 * len(q.max if q.max is not None else [])
             weight_bytes += const_bytes(tensor)
+        # Parameters: constant weights/biases of the MAC ops plus other float constants (shape
+        # and index constants are not parameters); each tensor counted once.
+        counted: set[int] = set()
         for op in graph.operators or []:
             code = model.operatorCodes[op.opcodeIndex]
             builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
@@ -75,8 +78,19 @@ def tflite_stats(path: Path) -> dict[str, Any]:
             if name == "CUSTOM":
                 name = f"CUSTOM:{(code.customCode or b'').decode(errors='replace')}"
             ops[name] += 1
-            if name in _TFLITE_MAC_OPS and op.inputs is not None and len(op.inputs) > 1:
+            inputs = [int(i) for i in (op.inputs if op.inputs is not None else []) if i >= 0]
+            mac_op = name in _TFLITE_MAC_OPS and len(inputs) > 1
+            if mac_op:
                 macs += _tflite_macs(name, tensors, op)
+            counted.update(
+                i
+                for i in inputs
+                if const_bytes(tensors[i])
+                and ((mac_op and i != inputs[0]) or tensors[i].type in floats)
+            )
+        params += sum(
+            _prod(tensors[i].shape if tensors[i].shape is not None else []) for i in counted
+        )
     return {
         "ops": dict(ops),
         "params": params,
@@ -88,26 +102,6 @@ def tflite_stats(path: Path) -> dict[str, Any]:
             "graph_and_other": max(len(content) - weight_bytes - quant_bytes - name_bytes, 0),
         },
     }
-
-
-def _tflite_params(graph: Any, codes: list[Any], names: dict[int, str], const_bytes: Any) -> int:
-    """Elements of the constant weights and biases of the MAC ops, plus other float constants
-    (shape and index constants are not parameters)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    floats = {schema.TensorType.FLOAT32, schema.TensorType.FLOAT16}
-    tensors = graph.tensors or []
-    counted: set[int] = set()
-    for op in graph.operators or []:
-        code = codes[op.opcodeIndex]
-        name = names.get(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)))
-        inputs = [i for i in (op.inputs if op.inputs is not None else []) if i >= 0]
-        for index in inputs:
-            if const_bytes(tensors[index]) and (
-                (name in _TFLITE_MAC_OPS and index != inputs[0]) or tensors[index].type in floats
-            ):
-                counted.add(int(index))
-    return sum(_prod(tensors[i].shape if tensors[i].shape is not None else []) for i in counted)
 
 
 def _tflite_macs(name: str, tensors: list[Any], op: Any) -> int:

@@ -70,11 +70,11 @@ class FileSplit(Split):
 
     def take_x(self, n: int | None = None, *, seed: int = 0) -> np.ndarray:
         """Decode only the `n` chosen files into one preallocated array (no list + stack copy)."""
-        chosen = self._chosen(n, seed)
-        x = np.empty((len(chosen), *self.sample_shape), dtype=np.float32)
-        with ThreadPoolExecutor(max_workers=_workers()) as pool:
-            for i, image in enumerate(pool.map(self.decode, chosen)):
-                x[i] = image
+        x = np.empty((len(self._chosen(n, seed)), *self.sample_shape), dtype=np.float32)
+        start = 0
+        for batch in self.x_batches(n, seed=seed):
+            x[start : start + len(batch)] = batch
+            start += len(batch)
         return x
 
     def x_batches(

@@ -69,27 +69,27 @@ def discover(export_dir: Path) -> list[Path]:
     return [p for p, _ in found]
 
 
-def optimized_dir(run_dir: Path) -> Path | None:
-    """RUN/optimized when it holds a finished optimize result (model + metrics.json)."""
+def optimized_dir(run_dir: Path) -> tuple[Path, str] | None:
+    """(RUN/optimized, its tag) when it holds a finished optimize result (model + metrics)."""
     out = Path(run_dir) / OPTIMIZED_DIR
-    metrics = out / "metrics.json"
     has_model = (out / "model.keras").is_file() or (out / "saved_model.pb").is_file()
-    if not (has_model and metrics.is_file()):
-        return None
+    tag = tag_of(out) if has_model else None
+    return (out, tag) if tag else None
+
+
+def tag_of(opt_dir: Path) -> str | None:
+    """'prune+cluster' for an optimized dir that pruned then clustered; None if it is not one."""
     try:
-        steps = json.loads(metrics.read_text())["optimize"]["steps"]
-    except (ValueError, KeyError, TypeError):
+        steps = json.loads((Path(opt_dir) / "metrics.json").read_text())["optimize"]["steps"]
+        tag = "+".join(steps)
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return out if steps and is_tag("+".join(steps)) else None
-
-
-def tag_of(opt_dir: Path) -> str:
-    """'prune+cluster' for an optimized dir that pruned then clustered."""
-    return "+".join(json.loads((Path(opt_dir) / "metrics.json").read_text())["optimize"]["steps"])
+    return tag if steps and is_tag(tag) else None
 
 
 def build(
     opt_dir: Path,
+    tag: str,
     formats: list[Format],
     staging: Path,
     *,
@@ -106,7 +106,6 @@ def build(
     from toolkit.modelio import load_model
     from toolkit.progress import console
 
-    tag = tag_of(opt_dir)
     model = load_model(opt_dir).model
     work = Path(tempfile.mkdtemp(prefix=".variant-", dir=staging))
     written: list[Path] = []
@@ -144,14 +143,14 @@ def optimized_artifacts(
     export that would be refused fails before these conversions rather than after."""
     from toolkit.rundir import check_run_dir
 
-    opt = optimized_dir(Path(loaded.path)) if enabled and loaded.kind == "run" else None
-    if opt is None:
+    found = optimized_dir(Path(loaded.path)) if enabled and loaded.kind == "run" else None
+    if found is None:
         yield []
         return
     if export_dir is not None:
         check_run_dir(Path(export_dir), force)
     staging = Path(tempfile.mkdtemp(prefix="keras-edge-variants-"))
     try:
-        yield build(opt, formats, staging, calibration=calibration, opset=opset)
+        yield build(*found, formats, staging, calibration=calibration, opset=opset)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
