@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: setup demo test test-fast lint format bench wheel-check clean pi-test
+.PHONY: setup demo test test-fast lint format bench wheel-check clean pi-test openvino test-openvino
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,30 @@ format: $(STAMP)
 # arm64 (Raspberry Pi OS 64-bit); sysroot built once into ~/.cache/keras-edge/pi-sysroot.
 pi-test: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_pi.py
+
+# ONNX Runtime's OpenVINO execution provider, in a venv of its own: onnxruntime-openvino and the
+# plain onnxruntime wheel both own the `onnxruntime` module, so installing the extra next to the
+# base dependency leaves plain onnxruntime's files on top. Remove that one, then lay the
+# OpenVINO build back down; export and validate then run every ONNX artifact on OpenVINO too.
+OV_VENV := .venv-openvino
+OV_STAMP := $(OV_VENV)/.installed
+OV_PIN := onnxruntime-openvino>=1.24.1,<1.25
+
+$(OV_STAMP): pyproject.toml
+	test -x $(OV_VENV)/bin/python || $(PYTHON) -m venv $(OV_VENV)
+	$(OV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OV_VENV)/bin/python -m pip install --quiet -e ".[dev,openvino]"
+	$(OV_VENV)/bin/python -m pip uninstall --quiet --yes onnxruntime
+	$(OV_VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps "$(OV_PIN)"
+	$(OV_VENV)/bin/python -c "import onnxruntime as o, sys; p = o.get_available_providers(); \
+		sys.exit(0 if 'OpenVINOExecutionProvider' in p else 'OpenVINO EP missing: %s' % p)"
+	touch $(OV_STAMP)
+
+openvino: $(OV_STAMP)
+
+# The OpenVINO tests: real exports validated on the OpenVINO EP (they skip in the main venv).
+test-openvino: $(OV_STAMP)
+	$(OV_VENV)/bin/python -m pytest -q -m openvino tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out bench/RESULTS.md

@@ -171,6 +171,27 @@ def test_unavailable_provider_lists_the_available_ones(artifacts):
         open_runner(artifacts["onnx-fp32"], provider=missing)
 
 
+def test_missing_openvino_says_how_to_get_it(monkeypatch):
+    """The OpenVINO EP's usual failure is a shadowed install; the error names the fix."""
+    import importlib.metadata as md
+
+    from toolkit.runtimes.onnxrt import install_hint
+
+    assert install_hint("CUDAExecutionProvider") == ""
+    real = md.version
+
+    def without(name: str) -> str:
+        if name == "onnxruntime-openvino":
+            raise md.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(md, "version", without)
+    assert "make openvino" in install_hint("OpenVINOExecutionProvider")
+    monkeypatch.setattr(md, "version", lambda name: "1.24.1")
+    hint = install_hint("OpenVINOExecutionProvider")
+    assert "pip uninstall onnxruntime" in hint and "--force-reinstall --no-deps" in hint
+
+
 def test_open_runner_dispatch_errors(artifacts, tmp_path):
     assert runtime_for("a/b/model.keras") == "keras"
     assert runtime_for("m.TFLITE") == "litert"

@@ -115,7 +115,7 @@ def runtimes_for(fmt: Format) -> list[tuple[str, str]]:
 def _parse_runtime_filter(requested: list[str]) -> list[tuple[str, str | None]]:
     """'litert:xnnpack' / 'onnxruntime:cpu' / 'litert' -> (runtime, provider or None); checked."""
     from toolkit.runtimes import available_runtimes
-    from toolkit.runtimes.onnxrt import resolve_provider
+    from toolkit.runtimes.onnxrt import install_hint, resolve_provider
 
     available = available_runtimes()
     shown = ", ".join(f"{rt}:{p}" for rt, p in available)
@@ -127,7 +127,8 @@ def _parse_runtime_filter(requested: list[str]) -> list[tuple[str, str | None]]:
         if runtime == "onnxruntime" and provider_name:
             provider_name = resolve_provider(provider_name)
         if not any(rt == runtime and provider_name in (None, p) for rt, p in available):
-            raise UserError(f"runtime {item!r} is not available here; available: {shown}")
+            hint = install_hint(provider_name) if runtime == "onnxruntime" and provider_name else ""
+            raise UserError(f"runtime {item!r} is not available here; available: {shown}{hint}")
         wanted.append((runtime, provider_name))
     return wanted
 

@@ -38,6 +38,27 @@ def resolve_provider(provider: str | None) -> str:
     return PROVIDER_ALIASES.get(provider.lower(), provider)
 
 
+def install_hint(provider: str) -> str:
+    """How to get a missing provider, for the one-line error; empty when we have no advice.
+
+    The OpenVINO EP comes in `onnxruntime-openvino`, whose `onnxruntime` module the plain wheel
+    overwrites when both are installed, so "installed but not available" is the usual case.
+    """
+    if provider != "OpenVINOExecutionProvider":
+        return ""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("onnxruntime-openvino")
+    except PackageNotFoundError:
+        return " (OpenVINO: `make openvino` builds .venv-openvino with onnxruntime-openvino)"
+    return (
+        " (onnxruntime-openvino is installed, but the plain onnxruntime wheel's module sits on top"
+        " of it: `pip uninstall onnxruntime` then `pip install --force-reinstall --no-deps"
+        " onnxruntime-openvino`, or use `make openvino`)"
+    )
+
+
 def _spec(arg: Any) -> TensorSpec:
     # Symbolic dims ("N", "unk__12") and missing ones are dynamic.
     shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or ()))
@@ -77,7 +98,7 @@ class OnnxRunner(Runner):
         if provider not in available:
             raise UserError(
                 f"ONNX Runtime execution provider {provider!r} is not available here; "
-                f"available: {', '.join(available)}"
+                f"available: {', '.join(available)}{install_hint(provider)}"
             )
         try:
             onnx.checker.check_model(str(self.path))
