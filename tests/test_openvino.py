@@ -86,3 +86,17 @@ def test_validate_and_predict_on_openvino_from_the_cli(exported, tmp_path, cli):
     done = cli("predict", str(export_dir / "model-int8.onnx"), str(image), "--provider", "openvino")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+def test_one_thread_reaches_openvino(exported):
+    from toolkit.runtimes import open_runner
+
+    export_dir, _ = exported
+    x = np.full((3, 16, 16, 1), 8.0, np.float32)
+    # The EP reports no options back, but it refuses to start on an unknown key or a bad value
+    # (ORT then falls back to CPU, which the runner turns into an error), so opening on
+    # OpenVINO with num_threads proves the option reached it.
+    with open_runner(export_dir / "model-fp32.onnx", provider="openvino", num_threads=1) as one:
+        assert one._session.get_providers()[0] == OPENVINO
+        with open_runner(export_dir / "model-fp32.onnx", provider="cpu") as cpu:
+            np.testing.assert_allclose(one.predict(x), cpu.predict(x), atol=1e-5)

@@ -106,7 +106,10 @@ class OnnxRunner(Runner):
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
             raise UserError(f"{self.path} is not a valid ONNX model: {first_line}") from exc
         # CPU stays as the fallback for nodes another provider cannot place, as ORT intends.
-        providers = list(dict.fromkeys([provider, "CPUExecutionProvider"]))
+        providers: list[Any] = list(dict.fromkeys([provider, "CPUExecutionProvider"]))
+        if provider == "OpenVINOExecutionProvider" and num_threads is not None:
+            # OpenVINO runs its own thread pool; ORT's intra-op setting does not reach it.
+            providers[0] = (provider, {"num_of_threads": str(int(num_threads))})
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if num_threads is not None:
