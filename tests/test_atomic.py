@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import _badinput
 import numpy as np
@@ -31,12 +32,22 @@ tiny_models = _badinput.tiny_models  # the session fixture, shared with the othe
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _start(*args: str | Path, cwd: Path) -> subprocess.Popen:
+def _start(*args: str | Path, cwd: Path, stderr: Any = subprocess.PIPE) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
         [sys.executable, "-m", "toolkit", *map(str, args)],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        preexec_fn=_sigint_default,
     )  # fmt: skip
+
+
+def _sigint_default() -> None:
+    """Start the child with SIGINT at its default, as from a terminal.
+
+    A suite launched as a background job of a non-interactive shell (`make test &`) inherits
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler in the child.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _partials(parent: Path, name: str) -> list[Path]:
@@ -153,15 +164,19 @@ def test_failed_budget_publishes_the_dir_with_its_report(tiny_models, tmp_path) 
 
 
 def test_ctrl_c_during_train_leaves_no_run_dir(tmp_path: Path) -> None:
-    recipe = {**TAB_RECIPE, "name": "slow", "train": {"epochs": 200, "batch_size": 4,
+    recipe = {**TAB_RECIPE, "name": "slow", "train": {"epochs": 2000, "batch_size": 4,
                                                     "tensorboard": False}}  # fmt: skip
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     runs = tmp_path / "runs"
-    proc = _start("train", tmp_path / "r.yaml", "--runs-dir", runs, cwd=tmp_path)
-    assert _wait_for(proc, lambda: bool(_partials(runs, "slow"))), proc.stderr.read()[-1500:]
-    time.sleep(1.0)  # inside model.fit
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    log = tmp_path / "train.err"  # the per-epoch progress lines go to stderr
+    with log.open("w") as err:
+        proc = _start("train", tmp_path / "r.yaml", "--runs-dir", runs, cwd=tmp_path, stderr=err)
+        # Signal once model.fit is past its first epochs, so the interrupt lands mid-training.
+        in_fit = _wait_for(proc, lambda: "epoch 3/" in log.read_text())
+        assert in_fit and bool(_partials(runs, "slow")), log.read_text()[-1500:]
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    stderr = log.read_text()
     assert proc.returncode == 130, stderr[-1500:]
     assert "Traceback" not in stderr and "interrupted" in stderr
     assert not runs.exists() or list(runs.iterdir()) == [], list(runs.iterdir())

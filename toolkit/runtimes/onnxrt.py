@@ -48,15 +48,17 @@ def install_hint(provider: str) -> str:
         return ""
     from importlib.metadata import PackageNotFoundError, version
 
+    fix = (
+        "`pip uninstall onnxruntime` then `pip install --force-reinstall --no-deps "
+        "onnxruntime-openvino`, or `make openvino` in a checkout"
+    )
     try:
         version("onnxruntime-openvino")
     except PackageNotFoundError:
-        return " (OpenVINO: `make openvino` builds .venv-openvino with onnxruntime-openvino)"
-    return (
-        " (onnxruntime-openvino is installed, but the plain onnxruntime wheel's module sits on top"
-        " of it: `pip uninstall onnxruntime` then `pip install --force-reinstall --no-deps"
-        " onnxruntime-openvino`, or use `make openvino`)"
-    )
+        return (
+            f" (OpenVINO comes in onnxruntime-openvino: `pip install onnxruntime-openvino`, {fix})"
+        )
+    return f" (onnxruntime-openvino is installed, but the plain onnxruntime wheel is on top: {fix})"
 
 
 def _spec(arg: Any) -> TensorSpec:
