@@ -41,6 +41,15 @@ def stripes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), y
 
 
+def _onnx_providers() -> list[str]:
+    """ONNX runs on every provider this venv has: CPU everywhere, OpenVINO in .venv-openvino."""
+    import onnxruntime as ort
+
+    providers = [p for p in ort.get_available_providers() if p in KNOWN_PROVIDERS]
+    assert "CPUExecutionProvider" in providers
+    return providers
+
+
 @pytest.fixture(scope="module")
 def cnn() -> tuple[object, np.ndarray, EvalData]:
     keras.utils.set_random_seed(0)
@@ -85,12 +94,9 @@ def test_one_entry_per_artifact_and_runtime(report):
         for p in ("fp32", "int8", "fp16")
         for d in ("xnnpack", "reference")
     ]
-    # ONNX on every provider this venv has: CPU everywhere, OpenVINO in .venv-openvino.
-    import onnxruntime as ort
-
-    providers = [p for p in ort.get_available_providers() if p in KNOWN_PROVIDERS]
-    assert "CPUExecutionProvider" in providers
-    expected += [(f"onnx-{p}", "onnxruntime", pr) for p in ("fp32", "int8") for pr in providers]
+    expected += [
+        (f"onnx-{p}", "onnxruntime", pr) for p in ("fp32", "int8") for pr in _onnx_providers()
+    ]
     assert got == sorted(expected)
     assert report.artifacts[0].name == "keras-fp32"  # table order
 
@@ -139,7 +145,8 @@ def test_corrupted_artifact_gets_an_error_and_the_rest_still_run(cnn, export_dir
     (tmp_path / "model-int8.onnx").write_bytes((export_dir / "model-int8.onnx").read_bytes()[:50])
     result = validate(discover_artifacts(tmp_path), data, reference=model, latency_runs=1)
     by_name = {(a.name, a.provider): a for a in result.artifacts}
-    onnx_providers = {p for name, p in by_name if name.startswith("onnx-")}
+    onnx_providers = _onnx_providers()
+    assert {p for name, p in by_name if name.startswith("onnx-")} == set(onnx_providers)
     assert len(by_name) == 2 + 2 * len(onnx_providers)  # 2 TFLite delegates; ONNX on each EP
     for key in [
         ("tflite-int8", "xnnpack"),
