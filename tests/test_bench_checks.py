@@ -9,38 +9,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import _badinput
 from baselines import Measured
 from checks import checks, size_floor
 
-keras = pytest.importorskip("keras")
+tiny_models = _badinput.tiny_models  # the session fixture: a tiny CNN as fp32 and int8 .tflite
 
 
-@pytest.fixture(scope="module")
-def tflite_pair(tmp_path_factory) -> tuple[Path, Path]:
-    from toolkit.convert import convert
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Conv2D(8, 3, activation="relu")(inp)
-    h = keras.layers.GlobalAveragePooling2D()(h)
-    model = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(h))
-    x = np.random.default_rng(0).uniform(0, 1, (32, 8, 8, 1)).astype(np.float32)
-    out = tmp_path_factory.mktemp("pair")
-    return (
-        convert(model, "tflite-int8", out, calibration=x),
-        convert(model, "tflite-fp32", out),
-    )
-
-
-def test_size_floor_is_between_the_weights_and_the_real_file(tflite_pair):
+def test_size_floor_is_between_the_weights_and_the_real_file(tiny_models):
     from toolkit.model_stats import tflite_stats
 
-    int8, fp32 = tflite_pair
+    int8, fp32 = tiny_models["tflite_int8"], tiny_models["tflite"]
     text = size_floor(int8, fp32)
     floor = int(text.split("schema: ")[1].split(" bytes")[0].replace(",", ""))
     parts = tflite_stats(int8)["bytes"]
