@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.metrics import headline, task_metrics
-from toolkit.rundir import atomic_write_bytes
-from toolkit.validate import EvalData, agreement_of, metric_drop
+from toolkit.core.rundir import atomic_write_bytes
+from toolkit.core.tasks import headline, task_metrics
+from toolkit.validate.stage import EvalData, agreement_of, metric_drop
 
 
 @dataclass

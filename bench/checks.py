@@ -40,7 +40,7 @@ def size_floor(int8: Path | None, fp32: Path | None) -> str:
     """
     if int8 is None or fp32 is None or not (int8.is_file() and fp32.is_file()):
         return ""
-    from toolkit.model_stats import tflite_stats
+    from toolkit.core.model_stats import tflite_stats
 
     q, f = tflite_stats(int8)["bytes"], tflite_stats(fp32)["bytes"]
     least = q["weights"] + q["quantization_params"] + f["graph_and_other"]

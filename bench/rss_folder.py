@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         sys.path.insert(0, str(REPO))
-        from toolkit.rundir import atomic_write_text
+        from toolkit.core.rundir import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     return 0 if all(r["rc"] == 0 for r in rows) else 1

@@ -132,10 +132,10 @@ def validation_cost(report: object, top: int = 3) -> str:
 
 
 def bench_recipe(name: str, args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    from toolkit.evaldata import calibration_data, dataset_for_model, eval_data
-    from toolkit.modelio import load_model
-    from toolkit.pipeline import run_training
-    from toolkit.report import Report
+    from toolkit.core.modelio import load_model
+    from toolkit.core.report import Report
+    from toolkit.data.evaldata import calibration_data, dataset_for_model, eval_data
+    from toolkit.pipeline.training import run_training
 
     lines = [f"## {name}", ""]
     needed = NEEDS_SHARED.get(name)
@@ -285,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out, args.work = args.out.resolve(), args.work.resolve()
     command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
     os.chdir(REPO)  # recipes name data relative to the repository root
-    from toolkit.report import collect_versions
-    from toolkit.rundir import atomic_write_text
+    from toolkit.core.report import collect_versions
+    from toolkit.core.rundir import atomic_write_text
 
     start, load_start = time.perf_counter(), os.getloadavg()
     sections, summary = [], []

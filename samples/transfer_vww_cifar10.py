@@ -60,9 +60,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "samples" / "transfer_vww_cifar10.json"))
     args = parser.parse_args()
 
-    from toolkit.pipeline import run_export
-    from toolkit.recipe import load_recipe
-    from toolkit.train import train
+    from toolkit.core.recipe import load_recipe
+    from toolkit.pipeline.exporting import run_export
+    from toolkit.train.stage import train
 
     recipe = load_recipe(str(RECIPE))
     backbone = (REPO / recipe.transfer.backbone).resolve()

@@ -49,7 +49,7 @@ def invoke(*args: Any) -> Any:
     """`keras-edge ARGS` in this process (typer's CliRunner): fast, same code path as a user."""
     from typer.testing import CliRunner
 
-    from toolkit.cli import app
+    from toolkit.cli.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -64,6 +64,21 @@ def error_line(result: Any) -> str:
     lines = [ln for ln in result.output.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1, result.output[-2000:]
     return lines[0]
+
+
+def one_error_line(proc: Any, *needles: str, code: int = 2, alone: bool = False) -> str:
+    """A real process's user error: exit `code`, no traceback, exactly one `error: ...` line
+    holding every needle (with `alone`, nothing else on stderr either). Returns the line."""
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    if alone:
+        assert lines == errors, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
 
 
 def outcome_of(result: Any) -> str:
@@ -100,8 +115,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import keras
 
     from toolkit.convert import convert
-    from toolkit.recipe import parse_recipe
-    from toolkit.train import train
+    from toolkit.core.recipe import parse_recipe
+    from toolkit.train.stage import train
 
     root = tmp_path_factory.mktemp("tiny-models")
     run = train(parse_recipe(TAB_RECIPE), root / "runs").run_dir

@@ -25,8 +25,8 @@ import pytest
 import yaml
 from _badinput import TAB_RECIPE, record
 
-from toolkit.errors import UserError
-from toolkit.rundir import atomic_dir, atomic_write_bytes, stale_leftovers
+from toolkit.core.errors import UserError
+from toolkit.core.rundir import atomic_dir, atomic_write_bytes, stale_leftovers
 
 tiny_models = _badinput.tiny_models  # the session fixture, shared with the other modules
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ VALIDATING = "validating the staged artifacts"
 
 
 def test_kill_9_during_export_leaves_nothing_that_looks_complete(tiny_models, tmp_path) -> None:
-    from toolkit.pipeline import run_export
+    from toolkit.pipeline.exporting import run_export
 
     out = tmp_path / "exp" / "out"
     killed_partials: list[Path] = []
@@ -143,8 +143,8 @@ def test_kill_9_during_export_leaves_nothing_that_looks_complete(tiny_models, tm
 
 def test_failed_budget_publishes_the_dir_with_its_report(tiny_models, tmp_path) -> None:
     """The gate fails after publishing: the user needs the report to see why (exit 1)."""
-    from toolkit.errors import GateFailed
-    from toolkit.pipeline import run_export
+    from toolkit.core.errors import GateFailed
+    from toolkit.pipeline.exporting import run_export
 
     out = tmp_path / "gated"
     with pytest.raises(GateFailed, match="over --max-drop"):

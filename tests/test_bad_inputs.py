@@ -309,8 +309,8 @@ def test_usage_errors_exit_2(argv: list[str]) -> None:
 
 
 def test_size_bound_is_configurable(tiny_models: Models, monkeypatch) -> None:
-    from toolkit.errors import UserError
-    from toolkit.modelio import load_model, max_model_bytes
+    from toolkit.core.errors import UserError
+    from toolkit.core.modelio import load_model, max_model_bytes
     from toolkit.runtimes import open_runner
 
     monkeypatch.setenv("KERAS_EDGE_MAX_MODEL_BYTES", "500")
@@ -365,7 +365,7 @@ def test_tflite_identifier_and_onnx_checker_run_before_the_runtimes(tmp_path, mo
     import ai_edge_litert.interpreter as litert
     import onnxruntime
 
-    from toolkit.errors import UserError
+    from toolkit.core.errors import UserError
     from toolkit.runtimes import open_runner
 
     def boom(*args: Any, **kwargs: Any) -> None:

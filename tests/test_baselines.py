@@ -39,7 +39,8 @@ pytestmark = pytest.mark.slow
 
 def fast_export(recipe: str, work: Path) -> Path:
     """Train `recipe` on its fast settings and export + validate it; return the export dir."""
-    from toolkit.pipeline import run_export, run_training
+    from toolkit.pipeline.exporting import run_export
+    from toolkit.pipeline.training import run_training
 
     settings = FAST[recipe]
     run = run_training(recipe, settings["train"], runs_dir=work, name=recipe, force=True)
@@ -52,8 +53,8 @@ def regenerate(recipe: str) -> Path:
     """Write models/baselines/RECIPE.json from a fresh fast run (the explicit update path)."""
     import tempfile
 
-    from toolkit.baseline import Baseline, Tolerances
-    from toolkit.report import Report
+    from toolkit.check.baseline import Baseline, Tolerances
+    from toolkit.core.report import Report
 
     settings = FAST[recipe]
     with tempfile.TemporaryDirectory() as work:
@@ -76,8 +77,8 @@ def test_every_built_in_baseline_has_fast_settings() -> None:
 
 
 def test_fresh_run_passes_the_committed_baseline(cli, digits_export, tmp_path) -> None:
-    from toolkit.baseline import Baseline
-    from toolkit.check import CHECKS
+    from toolkit.check.baseline import Baseline
+    from toolkit.check.stage import CHECKS
 
     baseline = Baseline.load(BASELINES / "digits-cnn.json")
     assert len(baseline.entries) == 6  # tflite/onnx x fp32/int8, LiteRT on xnnpack + reference
@@ -105,8 +106,8 @@ def test_impossible_accuracy_fails_the_gate(cli, digits_export, tmp_path) -> Non
 
 def test_lowered_converted_accuracy_is_caught(digits_export) -> None:
     """What the gate is for: an int8 model that lost 3 points fails while fp32 stays green."""
-    from toolkit.check import check
-    from toolkit.report import Report
+    from toolkit.check.stage import check
+    from toolkit.core.report import Report
 
     report = Report.load(digits_export)
     for row in report.artifacts:

@@ -19,7 +19,7 @@ tiny_models = _badinput.tiny_models  # the session fixture: a tiny CNN as fp32 a
 
 
 def test_size_floor_is_between_the_weights_and_the_real_file(tiny_models):
-    from toolkit.model_stats import tflite_stats
+    from toolkit.core.model_stats import tflite_stats
 
     int8, fp32 = tiny_models["tflite_int8"], tiny_models["tflite"]
     text = size_floor(int8, fp32)

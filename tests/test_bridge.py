@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 # Builders the bridge refuses with a clear error: attention calls take several tensors.
 UNSUPPORTED = {"transformer_tiny"}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from toolkit.builders import BuildContext, build_model, list_builders
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 IMAGE_CTX = {"input_shape": (32, 32, 3), "task": "classification", "num_outputs": 4}
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _badinput import one_error_line
 
-from toolkit.baseline import Baseline, Tolerances
-from toolkit.check import CHECKS, check, parse_per_artifact, update_baseline
-from toolkit.errors import UserError
-from toolkit.report import Report
+from toolkit.check.baseline import Baseline, Tolerances
+from toolkit.check.stage import CHECKS, check, parse_per_artifact, update_baseline
+from toolkit.core.errors import UserError
+from toolkit.core.report import Report
 
 
 def _row(name: str, provider: str, value: float, size: int, diff: float, **extra: Any) -> dict:
@@ -45,7 +46,8 @@ def report_dict(metric: str = "accuracy", higher: bool = True) -> dict:
     return {
         "schema": 1,
         "reference": {"name": "keras-fp32", "metric": {"name": metric, "value": 0.95,
-                                                       "higher_is_better": higher}},
+                                                       "higher_is_better": higher},
+                      "weights_sha256": "a" * 64},
         "artifacts": rows,
         "versions": {"tensorflow": "2.21.0", "onnxruntime": "1.32.0"},
         "data": {"name": "digits test split", "samples": 300, "task": "classification"},
@@ -193,13 +195,6 @@ def test_junit_has_one_testcase_per_artifact_and_check(files) -> None:
 # ---- the command, as CI runs it -----------------------------------------------------------
 
 
-def _one_error_line(proc: subprocess.CompletedProcess, code: int, needle: str) -> None:
-    assert proc.returncode == code, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1 and needle in errors[0], proc.stderr[-2000:]
-
-
 def test_cli_impossible_accuracy_exits_1_with_a_readable_diff(cli, files, tmp_path) -> None:
     data = json.loads(files[1].read_text())
     data["entries"][1]["metric"] = 1.5  # tflite-int8 on xnnpack: no model reaches 150 %
@@ -207,7 +202,7 @@ def test_cli_impossible_accuracy_exits_1_with_a_readable_diff(cli, files, tmp_pa
     junit, md = tmp_path / "out" / "check.xml", tmp_path / "out" / "summary.md"
     proc = cli("check", str(files[0].parent), "--baseline", str(impossible), "--junit", str(junit),
                "--markdown", str(md))  # fmt: skip
-    _one_error_line(proc, 1, "1 regression(s) in 25 checks")
+    one_error_line(proc, "1 regression(s) in 25 checks", code=1)
     assert "regression: tflite-int8 litert/xnnpack: accuracy fell from 1.5000 to 0.9400" in (
         proc.stderr
     )
@@ -261,17 +256,78 @@ def test_cli_bad_input_exits_2_with_one_line(cli, files, tmp_path, args, needle)
     args = [subs.get(a, a) for a in args]
     if "--baseline" not in args:
         args += ["--baseline", str(files[1])]
-    _one_error_line(cli("check", *args, cwd=tmp_path), 2, needle)
+    one_error_line(cli("check", *args, cwd=tmp_path), needle)
 
 
 def test_check_command_does_not_import_tensorflow(files) -> None:
     import sys
 
     code = (
-        "import sys\nfrom typer.testing import CliRunner\nfrom toolkit.cli import app\n"
+        "import sys\nfrom typer.testing import CliRunner\nfrom toolkit.cli.app import app\n"
         f"r = CliRunner().invoke(app, ['check', {str(files[0])!r}, '--baseline', "
         f"{str(files[1])!r}])\nassert r.exit_code == 0, r.output\n"
         "assert 'tensorflow' not in sys.modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# ---- what a baseline promises across machines (docs/check.md) -----------------------------
+
+
+def _retrained(data: dict) -> None:
+    data["reference"]["weights_sha256"] = "b" * 64  # another CPU family trained other weights
+
+
+def test_same_weights_gate_int8_parity(files) -> None:
+    """Same model (weights digest equal): an int8 artifact's max abs diff is a conversion
+    property, and growing it past the bound is a regression."""
+
+    def worse(data: dict) -> None:
+        data["artifacts"][1]["max_abs_diff"] = 0.5
+
+    result = check(mutated(files, worse), files[1])
+    assert statuses(result)[("tflite-int8 litert/xnnpack", "max_abs_diff")] == "fail"
+
+
+def test_retrained_model_skips_int8_parity_but_not_float(files) -> None:
+    """A retrained model quantizes to other int8 outputs: that diff is not comparable (skip,
+    with the reason); a float artifact's diff is rounding and stays gated."""
+
+    def retrained_and_worse(data: dict) -> None:
+        _retrained(data)
+        data["artifacts"][1]["max_abs_diff"] = 0.5  # int8: not comparable
+        data["artifacts"][0]["max_abs_diff"] = 0.5  # fp32: a real parity break
+
+    result = check(mutated(files, retrained_and_worse), files[1])
+    got = statuses(result)
+    assert got[("tflite-int8 litert/xnnpack", "max_abs_diff")] == "skip"
+    assert got[("tflite-fp32 litert/xnnpack", "max_abs_diff")] == "fail"
+    skip = next(r for r in result.rows if r.subject == "tflite-int8 litert/xnnpack"
+                and r.check == "max_abs_diff")  # fmt: skip
+    assert "retrained" in skip.message
+
+
+def test_retrained_model_tolerance_follows_sample_size(files) -> None:
+    """At 300 samples one sample is 0.0033: a retrained model's accuracy moving 0.02 is inside
+    the 95 % noise floor (1.96 * sqrt(2 p (1-p) / n) = 0.035 at p = 0.95), while the same
+    weights moving 0.02 is a regression at the file's 0.01 tolerance; 0.06 fails either way."""
+    from toolkit.check.stage import noise_floor
+
+    assert noise_floor(0.95, 300) == pytest.approx(1.96 * (2 * 0.95 * 0.05 / 300) ** 0.5)
+    assert noise_floor(0.01, 300, paired=True) == pytest.approx(1.96 * (0.01 / 300) ** 0.5)
+
+    def lower(by: float, retrain: bool):
+        def change(data: dict) -> None:
+            if retrain:
+                _retrained(data)
+            data["artifacts"][0]["metric"]["value"] -= by
+
+        return change
+
+    key = ("tflite-fp32 litert/xnnpack", "metric")
+    assert statuses(check(mutated(files, lower(0.02, True)), files[1]))[key] == "pass"
+    assert statuses(check(mutated(files, lower(0.02, False)), files[1]))[key] == "fail"
+    failed = check(mutated(files, lower(0.06, True)), files[1])
+    row = next(r for r in failed.rows if (r.subject, r.check) == key)
+    assert row.status == "fail" and "noise floor" in row.message

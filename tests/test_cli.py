@@ -10,19 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from _badinput import record
+from _badinput import one_error_line, record
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def _nothing_written(runs: Path) -> None:
@@ -44,7 +34,7 @@ def _recipe(tmp_path: Path, **sections) -> Path:
 
 def test_help_does_not_import_tensorflow() -> None:
     code = (
-        "import sys; from typer.testing import CliRunner; from toolkit.cli import app;"
+        "import sys; from typer.testing import CliRunner; from toolkit.cli.app import app;"
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output;"
         "assert 'train' in r.output;"
         "bad = [m for m in ('tensorflow', 'keras', 'onnxruntime', 'tf_keras') if m in sys.modules];"
@@ -71,39 +61,39 @@ def test_builders_and_datasets_tables(cli) -> None:
 
 def test_missing_recipe_path(cli, tmp_path) -> None:
     proc = cli("train", str(tmp_path / "nope.yaml"), "--runs-dir", str(tmp_path / "runs"))
-    _assert_user_error(proc, "recipe file not found")
+    one_error_line_alone(proc, "recipe file not found")
     _nothing_written(tmp_path / "runs")
 
 
 def test_unknown_builder_suggests(cli, tmp_path) -> None:
     path = _recipe(tmp_path, model={"builder": "mobilenetv2"})
     proc = cli("train", str(path), "--runs-dir", str(tmp_path / "runs"))
-    _assert_user_error(proc, "unknown builder 'mobilenetv2'", "did you mean 'mobilenet_v2'")
+    one_error_line_alone(proc, "unknown builder 'mobilenetv2'", "did you mean 'mobilenet_v2'")
     _nothing_written(tmp_path / "runs")
 
 
 def test_unknown_dataset_suggests(cli, tmp_path) -> None:
     path = _recipe(tmp_path, dataset={"name": "mnist5k"})
     proc = cli("train", str(path), "--runs-dir", str(tmp_path / "runs"))
-    _assert_user_error(proc, "mnist5k", "did you mean 'mnist-5k'")
+    one_error_line_alone(proc, "mnist5k", "did you mean 'mnist-5k'")
     _nothing_written(tmp_path / "runs")
 
 
 def test_recipe_with_wrong_key(cli, tmp_path) -> None:
     path = _recipe(tmp_path, train={"epoch": 3})
     proc = cli("train", str(path), "--runs-dir", str(tmp_path / "runs"))
-    _assert_user_error(proc, "train.epoch", "extra inputs are not permitted")
+    one_error_line_alone(proc, "train.epoch", "extra inputs are not permitted")
 
 
 def test_recipe_with_wrong_type(cli, tmp_path) -> None:
     path = _recipe(tmp_path, train={"batch_size": "big"})
     proc = cli("train", str(path), "--runs-dir", str(tmp_path / "runs"))
-    _assert_user_error(proc, "train.batch_size", "'big'")
+    one_error_line_alone(proc, "train.batch_size", "'big'")
 
 
 def test_bad_set_override(cli, tmp_path) -> None:
     proc = cli("train", "digits-cnn", "--set", "train.epochs", "--runs-dir", str(tmp_path))
-    _assert_user_error(proc, "--set expects KEY=VALUE")
+    one_error_line_alone(proc, "--set expects KEY=VALUE")
 
 
 def _image_folder(root: Path, classes: dict[str, int], corrupt: int = 0) -> Path:
@@ -124,7 +114,7 @@ def test_image_folder_with_one_class(cli, tmp_path) -> None:
     folder = _image_folder(tmp_path / "imgs", {"cats": 10})
     path = _recipe(tmp_path, dataset={"name": f"image-folder:{folder}"})
     proc = cli("train", str(path), "--runs-dir", str(tmp_path / "runs"))
-    _assert_user_error(proc, "1 class", "need at least 2")
+    one_error_line_alone(proc, "1 class", "need at least 2")
     _nothing_written(tmp_path / "runs")
 
 
@@ -132,7 +122,7 @@ def test_image_folder_of_only_corrupt_files(cli, tmp_path) -> None:
     folder = _image_folder(tmp_path / "imgs", {"a": 0, "b": 0}, corrupt=4)
     path = _recipe(tmp_path, dataset={"name": f"image-folder:{folder}"})
     proc = cli("train", str(path), "--runs-dir", str(tmp_path / "runs"))
-    _assert_user_error(proc, "could be read")
+    one_error_line_alone(proc, "could be read")
     _nothing_written(tmp_path / "runs")
 
 
@@ -156,21 +146,21 @@ def test_csv_with_bad_feature_cell(cli, tmp_path, cell, needle) -> None:
     csv.write_text("\n".join(rows) + "\n")
     path = _recipe(tmp_path, dataset={"name": f"csv:{csv}"}, model={"builder": "mlp"})
     proc = cli("train", str(path), "--runs-dir", str(tmp_path / "runs"))
-    _assert_user_error(proc, "column 'b'", needle)
+    one_error_line_alone(proc, "column 'b'", needle)
     _nothing_written(tmp_path / "runs")
 
 
 def test_input_shape_that_does_not_fit_the_builder(cli, tmp_path) -> None:
     path = _recipe(tmp_path, dataset={"name": "wine"})  # a table into a conv net
     proc = cli("train", str(path), "--runs-dir", str(tmp_path / "runs"))
-    _assert_user_error(proc, "builder 'cnn' needs image input", "(13,)")
+    one_error_line_alone(proc, "builder 'cnn' needs image input", "(13,)")
     _nothing_written(tmp_path / "runs")
 
 
 def test_images_too_small_for_mobilenet(cli, tmp_path) -> None:
     path = _recipe(tmp_path, model={"builder": "mobilenet_v2"})
     proc = cli("train", str(path), "--runs-dir", str(tmp_path / "runs"))
-    _assert_user_error(proc, "at least 32x32")
+    one_error_line_alone(proc, "at least 32x32")
 
 
 def test_debug_shows_the_traceback(cli, tmp_path) -> None:
@@ -180,11 +170,11 @@ def test_debug_shows_the_traceback(cli, tmp_path) -> None:
 
 
 def test_predict_and_inspect_bad_paths(cli, tmp_path) -> None:
-    _assert_user_error(cli("predict", str(tmp_path / "m.keras"), "x.png"), "not found")
-    _assert_user_error(cli("inspect", str(tmp_path)), "without model.keras")
+    one_error_line_alone(cli("predict", str(tmp_path / "m.keras"), "x.png"), "not found")
+    one_error_line_alone(cli("inspect", str(tmp_path)), "without model.keras")
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
-    _assert_user_error(cli("inspect", str(junk)), "TFLite")
+    one_error_line_alone(cli("inspect", str(junk)), "TFLite")
 
 
 COMMANDS = {"export", "train", "validate"}
@@ -205,7 +195,7 @@ def test_usage_errors_are_one_line(cli, case) -> None:
     """Flag/usage mistakes get the same one-line policy as user errors, not typer's box."""
     args, *needles = USAGE_ERRORS[case]
     proc = cli(*args, timeout=120)
-    _assert_user_error(proc, *needles)
+    one_error_line_alone(proc, *needles)
     assert not set("│╭╰─") & set(proc.stderr), proc.stderr
     assert proc.stderr.rstrip("\n").endswith("--help'"), proc.stderr
     record(
@@ -229,3 +219,7 @@ def test_help_and_bare_command_still_show_help(cli) -> None:
     bare = cli(timeout=120)
     assert "Usage" in bare.stdout and "export" in bare.stdout
     assert "error:" not in bare.stderr
+
+
+def one_error_line_alone(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    one_error_line(proc, *needles, alone=True)

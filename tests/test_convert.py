@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.convert import FORMATS, convert, formats, select
-from toolkit.errors import UserError
+from toolkit.convert import FORMATS, convert, select
+from toolkit.core import formats
+from toolkit.core.errors import UserError
 
 keras = pytest.importorskip("keras")
 
@@ -291,7 +292,7 @@ def test_select_builds_lists_and_rejects_bad_combos():
 
 def test_imports_stay_light():
     code = (
-        "import sys, toolkit.convert, toolkit.runtimes, toolkit.convert.formats;"
+        "import sys, toolkit.convert, toolkit.runtimes, toolkit.core.formats;"
         "heavy = {'tensorflow', 'onnxruntime', 'keras', 'onnx', 'tf2onnx'} & set(sys.modules);"
         "assert not heavy, heavy"
     )

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from toolkit.core.errors import UserError
 from toolkit.data import (
     ArraySplit,
     Dataset,
@@ -24,7 +25,6 @@ from toolkit.data import (
 from toolkit.data import folder as folder_module
 from toolkit.data.images import decode_image
 from toolkit.data.splits import infer_task, split_indices
-from toolkit.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_TEST = REPO.parent / "shared" / "data" / "mnist-test"

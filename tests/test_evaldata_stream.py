@@ -16,8 +16,8 @@ from PIL import Image
 
 from toolkit.data import DataSpec, load_dataset
 from toolkit.data import folder as folder_module
-from toolkit.evaldata import StreamedInputs, eval_data, predict_batched
-from toolkit.validate import EvalData, validate
+from toolkit.data.evaldata import StreamedInputs, eval_data, predict_batched
+from toolkit.validate.stage import EvalData, validate
 
 
 @pytest.fixture(scope="module")

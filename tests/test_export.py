@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _badinput import one_error_line
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 DESIGN_ARTIFACT_KEYS = {
     "name", "format", "precision", "path", "size_bytes", "gzip_bytes", "runtime", "provider",
@@ -26,15 +26,15 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from toolkit.recipe import parse_recipe
-    from toolkit.train import train
+    from toolkit.core.recipe import parse_recipe
+    from toolkit.train.stage import train
 
     return train(parse_recipe(TINY), tmp_path_factory.mktemp("runs")).run_dir
 
 
 @pytest.fixture(scope="module")
 def exported(run_dir, tmp_path_factory):
-    from toolkit.pipeline import run_export
+    from toolkit.pipeline.exporting import run_export
 
     out = tmp_path_factory.mktemp("exp") / "export"
     result, report = run_export(
@@ -42,13 +42,6 @@ def exported(run_dir, tmp_path_factory):
         latency_runs=5,
     )  # fmt: skip
     return out, result, report
-
-
-def _user_error(proc: subprocess.CompletedProcess, needle: str) -> None:
-    assert proc.returncode == 2, proc.stderr[-1500:]
-    assert "Traceback" not in proc.stderr
-    error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(error_lines) == 1 and needle in error_lines[0], proc.stderr[-1500:]
 
 
 def test_report_has_the_design_keys_for_every_artifact(exported) -> None:
@@ -99,13 +92,13 @@ def test_validate_re_runs_from_disk_and_gates_on_a_broken_artifact(exported, cli
 
 
 def test_budget_ladder_walks_every_rung_cheapest_first(run_dir, tmp_path) -> None:
-    from toolkit.budget import choose
-    from toolkit.evaldata import calibration_data, eval_data
-    from toolkit.modelio import load_model
+    from toolkit.core.modelio import load_model
+    from toolkit.data.evaldata import calibration_data, eval_data
+    from toolkit.pipeline.budget import choose
 
     loaded = load_model(run_dir)
+    from toolkit.core.recipe import load_recipe
     from toolkit.data import load_dataset
-    from toolkit.recipe import load_recipe
 
     ds = load_dataset(load_recipe(str(run_dir / "recipe.yaml")).dataset.spec())
     calib = calibration_data(ds, 64, 0, lambda x: x)
@@ -136,11 +129,16 @@ def test_auto_precision_via_cli(run_dir, cli, tmp_path) -> None:
     report = json.loads((out / "report.json").read_text())
     chosen = report["budget"]["formats"]["tflite"]["chosen"]
     assert chosen and (out / f"model-{chosen.removeprefix('tflite-')}.tflite").is_file()
+    # report.md shows the ladder the real search walked (it used to render an empty section)
+    md = (out / "report.md").read_text()
+    assert f"### tflite: chosen **{chosen}**" in md
+    first = report["budget"]["formats"]["tflite"]["ladder"][0]
+    assert f"| {first['rung']} | {first['name']} |" in md
 
 
 def test_same_model_gives_byte_identical_tflite(run_dir, tmp_path) -> None:
     from toolkit.convert import convert
-    from toolkit.modelio import load_model
+    from toolkit.core.modelio import load_model
 
     model = load_model(run_dir).model
     calib = np.random.default_rng(0).uniform(0, 16, (32, 8, 8, 1)).astype("float32")
@@ -161,7 +159,7 @@ def test_corrupt_or_foreign_model_files(cli, tmp_path, content, name, needle) ->
     path = tmp_path / name
     path.write_bytes(content)
     proc = cli("export", str(path), "--out", str(tmp_path / "out"))
-    _user_error(proc, needle)
+    one_error_line(proc, needle)
     assert not (tmp_path / "out").exists()
 
 
@@ -169,7 +167,7 @@ def test_truncated_real_model(run_dir, cli, tmp_path) -> None:
     data = (run_dir / "model.keras").read_bytes()
     bad = tmp_path / "cut.keras"
     bad.write_bytes(data[: len(data) // 2])
-    _user_error(cli("export", str(bad), "--out", str(tmp_path / "out")), "cut.keras")
+    one_error_line(cli("export", str(bad), "--out", str(tmp_path / "out")), "cut.keras")
     assert not (tmp_path / "out").exists()
 
 
@@ -179,13 +177,13 @@ def test_int8_without_calibration_data(run_dir, cli, tmp_path) -> None:
     shutil.copy(run_dir / "model.keras", lone)  # no recipe, no input spec beside it
     proc = cli("export", str(lone), "--formats", "tflite", "--precisions", "int8",
                "--out", str(tmp_path / "out"))  # fmt: skip
-    _user_error(proc, "--data")
+    one_error_line(proc, "--data")
     assert not (tmp_path / "out").exists()
 
 
 def test_calibration_data_of_the_wrong_shape(run_dir, cli, tmp_path) -> None:
     proc = cli("export", str(run_dir), "--data", "wine", "--out", str(tmp_path / "out"))
-    _user_error(proc, "the model takes (8, 8, 1)")
+    one_error_line(proc, "the model takes (8, 8, 1)")
     assert not (tmp_path / "out").exists()
 
 
@@ -198,7 +196,7 @@ def test_calibration_data_of_the_wrong_shape(run_dir, cli, tmp_path) -> None:
     ],
 )
 def test_bad_format_requests(run_dir, cli, tmp_path, args, needle) -> None:
-    _user_error(cli("export", str(run_dir), *args, "--out", str(tmp_path / "out")), needle)
+    one_error_line(cli("export", str(run_dir), *args, "--out", str(tmp_path / "out")), needle)
     assert not (tmp_path / "out").exists()
 
 
@@ -206,11 +204,11 @@ def test_unavailable_provider(exported, cli) -> None:
     out, _, _ = exported
     proc = cli("validate", str(out), "--data", "digits", "--runtimes",
                "onnxruntime:CUDAExecutionProvider")  # fmt: skip
-    _user_error(proc, "CPUExecutionProvider")
+    one_error_line(proc, "CPUExecutionProvider")
 
 
 def test_export_refuses_existing_dir_without_force(exported, run_dir) -> None:
-    from toolkit.pipeline import run_export
+    from toolkit.pipeline.exporting import run_export
 
     out, _, _ = exported
     with pytest.raises(UserError, match="--force"):
@@ -221,7 +219,7 @@ def test_export_refuses_existing_dir_without_force(exported, run_dir) -> None:
 def test_vww_h5_exports_to_int8_and_validates_parity(shared_dir, tmp_path) -> None:
     """A real Keras 2 .h5 (MobileNetV1 0.25, 96x96, inputs in [0, 1]) with CIFAR-10 images
     resized to 96x96 as calibration/parity data: int8 TFLite and ONNX must agree with Keras."""
-    from toolkit.pipeline import run_export
+    from toolkit.pipeline.exporting import run_export
 
     out = tmp_path / "vww"
     _, report = run_export(

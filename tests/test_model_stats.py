@@ -41,7 +41,7 @@ def artifacts(tmp_path_factory) -> dict[str, object]:
 
 @pytest.mark.parametrize("name", ["fp32", "int8"])
 def test_tflite_params_macs_and_bytes(artifacts, name) -> None:
-    from toolkit.model_stats import tflite_stats
+    from toolkit.core.model_stats import tflite_stats
 
     path = artifacts[name]
     stats = tflite_stats(path)
@@ -57,7 +57,7 @@ def test_tflite_params_macs_and_bytes(artifacts, name) -> None:
 
 
 def test_onnx_params_and_macs(artifacts) -> None:
-    from toolkit.model_stats import onnx_stats
+    from toolkit.core.model_stats import onnx_stats
 
     stats = onnx_stats(artifacts["onnx"])
     assert stats["macs"] == CONV_MACS + DEPTHWISE_MACS + DENSE_MACS
@@ -74,6 +74,6 @@ def test_inspect_json_shows_them(cli, artifacts) -> None:
 
 
 def test_split_softmax_leaves_a_model_without_one_alone(artifacts) -> None:
-    from toolkit.convert.tflite_edit import split_trailing_softmax
+    from toolkit.core.tflite_edit import split_trailing_softmax
 
     assert split_trailing_softmax(artifacts["int8"].read_bytes()) is None  # ends at a Dense

@@ -1,4 +1,4 @@
-"""toolkit.modelio: each accepted kind loads as a Keras 3 model; each bad input is one UserError."""
+"""toolkit.core.modelio: each kind loads as a Keras 3 model; each bad input is one UserError."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.errors import UserError
-from toolkit.modelio import LoadedModel, load_model, model_input_shape
+from toolkit.core.errors import UserError
+from toolkit.core.modelio import LoadedModel, load_model, model_input_shape
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
 
@@ -58,7 +58,10 @@ def _raises(path: Path, **kwargs) -> str:
 
 
 def test_import_does_not_load_tensorflow():
-    code = "import sys, toolkit.modelio; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    code = (
+        "import sys, toolkit.core.modelio; "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

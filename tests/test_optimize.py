@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _badinput import one_error_line
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 TINY = {
     "name": "tiny",
@@ -20,25 +21,18 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from toolkit.recipe import parse_recipe
-    from toolkit.train import train
+    from toolkit.core.recipe import parse_recipe
+    from toolkit.train.stage import train
 
     return train(parse_recipe(TINY), tmp_path_factory.mktemp("runs")).run_dir
 
 
 @pytest.fixture(scope="module")
 def pruned(run_dir):
-    from toolkit.optimize.config import from_flags
+    from toolkit.core.optimize_config import from_flags
     from toolkit.optimize.stage import optimize
 
     return optimize(run_dir, from_flags(prune=0.5, epochs=1), run_dir / "pruned")
-
-
-def _user_error(proc, needle: str) -> None:
-    assert proc.returncode == 2, proc.stderr[-1500:]
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(lines) == 1 and needle in lines[0], proc.stderr[-1500:]
 
 
 @pytest.mark.parametrize(
@@ -54,14 +48,14 @@ def _user_error(proc, needle: str) -> None:
     ],
 )
 def test_bad_settings_are_user_errors(flags: dict, needle: str) -> None:
-    from toolkit.optimize.config import from_flags
+    from toolkit.core.optimize_config import from_flags
 
     with pytest.raises(UserError, match=needle):
         from_flags(**flags)
 
 
 def test_recipe_section_parses_and_names_bad_keys() -> None:
-    from toolkit.optimize.config import OptimizeConfig, parse_optimize
+    from toolkit.core.optimize_config import OptimizeConfig, parse_optimize
 
     cfg = parse_optimize({"prune": {"sparsity": 0.5, "schedule": "constant"}, "qat": {}})
     assert isinstance(cfg, OptimizeConfig) and cfg.steps() == ["prune", "qat"]
@@ -91,7 +85,7 @@ def test_pruning_reaches_the_sparsity_and_writes_a_keras3_run(pruned) -> None:
 
 
 def test_clustering_leaves_at_most_n_unique_weights(run_dir) -> None:
-    from toolkit.optimize.config import from_flags
+    from toolkit.core.optimize_config import from_flags
     from toolkit.optimize.stage import optimize
 
     result = optimize(run_dir, from_flags(cluster=8, epochs=1), run_dir / "clustered")
@@ -99,10 +93,10 @@ def test_clustering_leaves_at_most_n_unique_weights(run_dir) -> None:
 
 
 def test_structured_2_4_refuses_a_layer_that_cannot_take_it(run_dir) -> None:
-    from toolkit.modelio import load_model
+    from toolkit.core.modelio import load_model
+    from toolkit.core.optimize_config import PruneConfig
     from toolkit.optimize import prune
     from toolkit.optimize.bridge import to_tf_keras
-    from toolkit.optimize.config import PruneConfig
 
     model = to_tf_keras(load_model(run_dir).model)
     with pytest.raises(UserError, match=r"'block0_conv0'.*1 input channels.*--skip block0_conv0"):
@@ -116,20 +110,20 @@ def test_structured_2_4_refuses_a_layer_that_cannot_take_it(run_dir) -> None:
 
 def test_an_optimized_run_cannot_be_pruned_again(cli, pruned) -> None:
     proc = cli("optimize", str(pruned.out_dir), "--prune", "0.5", "--epochs", "1")
-    _user_error(proc, "already optimized")
+    one_error_line(proc, "already optimized")
 
 
 def test_cli_refuses_sparsity_outside_0_1(cli, tmp_path) -> None:
-    _user_error(cli("optimize", str(tmp_path), "--prune", "1.5"), "--prune")
+    one_error_line(cli("optimize", str(tmp_path), "--prune", "1.5"), "--prune")
 
 
 @pytest.mark.slow
 def test_qat_exports_to_tflite_int8_and_onnx_qdq_that_run(run_dir, tmp_path) -> None:
     import onnx
 
-    from toolkit.optimize.config import from_flags
+    from toolkit.core.optimize_config import from_flags
     from toolkit.optimize.stage import optimize
-    from toolkit.pipeline import run_export
+    from toolkit.pipeline.exporting import run_export
     from toolkit.runtimes import open_runner
 
     result = optimize(run_dir, from_flags(qat=True, epochs=1), run_dir / "qat")
@@ -150,7 +144,7 @@ def test_qat_exports_to_tflite_int8_and_onnx_qdq_that_run(run_dir, tmp_path) -> 
 
 
 def test_variant_file_names_parse_only_known_step_tags() -> None:
-    from toolkit.optimize.variants import parse
+    from toolkit.core.artifacts import parse
 
     variant = parse("prune+cluster-int8.tflite")
     assert variant is not None and variant.name == "prune+cluster-tflite-int8"
@@ -166,9 +160,10 @@ def test_variant_file_names_parse_only_known_step_tags() -> None:
 def test_recipe_optimize_section_runs_and_export_shows_both_in_one_report(tmp_path) -> None:
     import yaml
 
-    from toolkit.pipeline import run_export, run_training, run_validate
-    from toolkit.report import ARTIFACT_KEYS
-    from toolkit.report_render import comparisons, ordered
+    from toolkit.core.report import ARTIFACT_KEYS
+    from toolkit.pipeline.exporting import run_export, run_validate
+    from toolkit.pipeline.training import run_training
+    from toolkit.validate.render import comparisons, ordered
 
     recipe = tmp_path / "tiny-pruned.yaml"
     recipe.write_text(yaml.safe_dump({**TINY, "optimize": {"prune": {"sparsity": 0.5},
@@ -230,7 +225,7 @@ def test_mobilenet_v2_bridges_exactly_and_its_qat_model_runs_as_int8_tflite_and_
     from toolkit.builders import BuildContext, build_model
     from toolkit.optimize import qat
     from toolkit.optimize.bridge import to_keras, to_tf_keras
-    from toolkit.pipeline import run_export
+    from toolkit.pipeline.exporting import run_export
 
     x, y = _colour_images(96, 0)
     rescale = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")
@@ -281,7 +276,7 @@ def test_mobilenet_v2_bridges_exactly_and_its_qat_model_runs_as_int8_tflite_and_
 
 
 def _row(name: str, runtime: str, value: float, size: int, gzip_size: int, variant=None):
-    from toolkit.report import ArtifactResult
+    from toolkit.core.report import ArtifactResult
 
     fmt, precision = ("keras", "fp32") if name.endswith("keras-fp32") else ("tflite", "int8")
     return ArtifactResult(name, fmt, precision, f"/x/{name}", size, gzip_size, runtime, "cpu",
@@ -291,8 +286,8 @@ def _row(name: str, runtime: str, value: float, size: int, gzip_size: int, varia
 
 
 def test_report_puts_each_optimized_row_beside_its_plain_twin_and_compares_them() -> None:
-    from toolkit.report import Report
-    from toolkit.report_render import comparisons, ordered
+    from toolkit.core.report import Report
+    from toolkit.validate.render import comparisons, ordered, to_markdown
 
     report = Report(
         reference={"name": "keras-fp32", "metric": {"name": "accuracy", "value": 0.99}},
@@ -309,7 +304,7 @@ def test_report_puts_each_optimized_row_beside_its_plain_twin_and_compares_them(
     (first, second) = comparisons(report)
     assert first["base"] == "tflite-int8" and first["gzip"] == pytest.approx(0.5)
     assert first["delta"] == pytest.approx(-0.005) and second["base"] == "onnx-int8"
-    markdown = report.to_markdown()
+    markdown = to_markdown(report)
     assert (
         "## What optimization bought" in markdown and "| prune-onnx-int8 | onnx-int8 |" in markdown
     )
@@ -317,4 +312,4 @@ def test_report_puts_each_optimized_row_beside_its_plain_twin_and_compares_them(
     assert "variant" not in data["artifacts"][1] and data["artifacts"][3]["variant"] == "prune"
     assert Report.from_dict(data).artifacts[3].base_name == "tflite-int8"
     plain = Report(report.reference, report.artifacts[:3], {})
-    assert comparisons(plain) == [] and "What optimization bought" not in plain.to_markdown()
+    assert comparisons(plain) == [] and "What optimization bought" not in to_markdown(plain)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.errors import GateFailed, UserError
+from toolkit.core.errors import GateFailed, UserError
 
 TINY = {
     "name": "tiny",
@@ -26,8 +26,8 @@ TARGETS = ("raspberry-pi", "android", "coral-edgetpu", "jetson", "linux-x86")
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from toolkit.recipe import parse_recipe
-    from toolkit.train import train
+    from toolkit.core.recipe import parse_recipe
+    from toolkit.train.stage import train
 
     return train(parse_recipe(TINY), tmp_path_factory.mktemp("runs")).run_dir
 
@@ -35,8 +35,8 @@ def run_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def export_dir(run_dir, tmp_path_factory) -> Path:
     """One export holding every artifact any built-in target asks for."""
-    from toolkit.pipeline import run_export
-    from toolkit.targets import list_targets
+    from toolkit.core.targets import list_targets
+    from toolkit.pipeline.exporting import run_export
 
     wanted = sorted({a for t in list_targets() for a in t.artifacts})
     out = tmp_path_factory.mktemp("exp") / "export"
@@ -46,7 +46,7 @@ def export_dir(run_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundles(export_dir, tmp_path_factory) -> dict:
-    from toolkit.package import package
+    from toolkit.package.stage import package
 
     out = tmp_path_factory.mktemp("bundles")
     return {t: package(export_dir, t, out=out, ignore_budget=True) for t in TARGETS}
@@ -63,7 +63,7 @@ def run_py(bundle: Path, *args: str, env: dict | None = None) -> subprocess.Comp
 
 
 def test_targets_are_listed_and_validated(cli, tmp_path) -> None:
-    from toolkit.targets import list_targets, load_target
+    from toolkit.core.targets import list_targets, load_target
 
     assert [t.name for t in list_targets()] == sorted(TARGETS)
     listed = cli("targets", "--json")
@@ -118,7 +118,7 @@ def test_every_target_builds_a_bundle_that_passes_its_selftest(bundles, target) 
 def test_raspberry_pi_bundle_runs_softmax_on_the_host(bundles, export_dir) -> None:
     """The Pi's int8 model ends at its logits (the same integers on every CPU) and run.py
     applies the softmax: same top-1 as the validated artifact, probabilities that sum to 1."""
-    from toolkit.model_stats import tflite_stats
+    from toolkit.core.model_stats import tflite_stats
     from toolkit.runtimes import open_runner
 
     bundle, manifest = bundles["raspberry-pi"].bundle_dir, bundles["raspberry-pi"].manifest
@@ -154,7 +154,7 @@ def test_raspberry_pi_bundle_runs_softmax_on_the_host(bundles, export_dir) -> No
 
 
 def test_coral_bundle_is_full_integer_with_only_edgetpu_ops(bundles, export_dir) -> None:
-    from toolkit.edgetpu_ops import SUPPORTED_OPS, check_edgetpu
+    from toolkit.package.edgetpu_ops import SUPPORTED_OPS, check_edgetpu
 
     result = bundles["coral-edgetpu"]
     check = check_edgetpu(result.bundle_dir / "model-uint8.tflite")
@@ -184,7 +184,7 @@ def test_tampered_model_is_refused(bundles, tmp_path) -> None:
 
 
 def test_manifest_paths_cannot_leave_the_bundle(bundles, tmp_path) -> None:
-    from toolkit.bundle import safe_relpath
+    from toolkit.package.bundle import safe_relpath
 
     bundle = tmp_path / "b"
     shutil.copytree(bundles["raspberry-pi"].bundle_dir, bundle)
@@ -221,7 +221,7 @@ def test_images_of_any_size_and_mode_are_converted(bundles, tmp_path) -> None:
     assert "gray.png: converted" not in proc.stderr  # already the model's size and mode
     assert results[1]["top"] == results[2]["top"]  # the 16-bit copy reads as the same image
     spec = bundles["raspberry-pi"].manifest["input"]
-    from toolkit.bundle import load_run_module
+    from toolkit.package.bundle import load_run_module
 
     x, _ = load_run_module().load_image(tmp_path / "gray.png", spec)
     assert x.shape == (8, 8, 1) and x.dtype == np.float32 and 0.0 <= x.min() <= x.max() <= 16.0
@@ -240,7 +240,7 @@ def test_missing_runtime_names_the_pip_package(bundles, tmp_path) -> None:
 
 
 def test_same_inputs_give_a_byte_identical_zip(export_dir, bundles, tmp_path) -> None:
-    from toolkit.package import package
+    from toolkit.package.stage import package
 
     again = package(export_dir, "raspberry-pi", out=tmp_path, ignore_budget=True)
     first = bundles["raspberry-pi"].zip_path
@@ -256,8 +256,8 @@ def test_same_inputs_give_a_byte_identical_zip(export_dir, bundles, tmp_path) ->
 
 
 def test_budget_gate_refuses_an_artifact_over_budget(export_dir, tmp_path) -> None:
-    from toolkit.package import package
-    from toolkit.targets import load_target
+    from toolkit.core.targets import load_target
+    from toolkit.package.stage import package
 
     copy = tmp_path / "export"
     shutil.copytree(export_dir, copy)

@@ -43,8 +43,8 @@ def sysroot() -> Path:
 
 
 def _bundle(recipe: str, overrides: dict, runs: Path) -> tuple[Path, Path]:
-    from toolkit.package import run_package
-    from toolkit.pipeline import run_training
+    from toolkit.pipeline.packaging import run_package
+    from toolkit.pipeline.training import run_training
 
     run_dir = run_training(recipe, overrides, runs_dir=runs).run_dir
     # the proof is parity between x86 and arm64, not the budget of a short training run

@@ -37,7 +37,7 @@ def user_report(pytester: pytest.Pytester) -> Path:
 
 def test_plugin_is_registered_as_a_pytest11_entry_point() -> None:
     found = {ep.name: ep.value for ep in entry_points(group="pytest11")}
-    assert found.get("keras_edge") == "toolkit.pytest_plugin", (
+    assert found.get("keras_edge") == "toolkit.pipeline.pytest_plugin", (
         "pytest11 entry point missing: run `pip install -e .` after editing pyproject.toml"
     )
 

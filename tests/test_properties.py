@@ -26,7 +26,7 @@ from _badinput import invoke, outcome_of, record
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 tiny_models = _badinput.tiny_models  # the session fixture, shared with the other modules
 FAST = settings(
@@ -153,7 +153,7 @@ def junk_files(draw: st.DrawFn) -> tuple[str, bytes]:
 @FAST
 @given(case=junk_files())
 def test_random_bytes_as_a_model(tmp_path: Path, tiny_models: dict[str, Path], case) -> None:
-    from toolkit.modelio import load_model
+    from toolkit.core.modelio import load_model
     from toolkit.runtimes import open_runner
 
     suffix, data = case
@@ -178,7 +178,7 @@ def test_random_bytes_as_a_model(tmp_path: Path, tiny_models: dict[str, Path], c
 NATIVE_FUZZ = r"""
 import sys, numpy as np
 from pathlib import Path
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 from toolkit.runtimes import open_runner
 real = {s: Path(p).read_bytes() for s, p in zip(('.tflite', '.onnx'), sys.argv[2:4])}
 rng = np.random.default_rng(0)
@@ -234,7 +234,7 @@ TRUNCATABLE = ["keras", "image_h5", "tflite", "tflite_int8", "onnx"]
 @FAST
 @given(which=st.sampled_from(TRUNCATABLE), fraction=st.floats(0.0, 0.999))
 def test_truncated_real_models(tiny_models, tmp_path: Path, which: str, fraction: float) -> None:
-    from toolkit.modelio import load_model
+    from toolkit.core.modelio import load_model
     from toolkit.runtimes import open_runner
 
     source = tiny_models[which]
@@ -301,7 +301,7 @@ def _save(image: Any, folder: Path, stem: str, *, folder_loader: bool) -> Path |
 def test_every_pil_mode_through_predict_inputs(tmp_path, mode, size, channels) -> None:
     """predict's loader decodes exactly as training's image-folder decoder does."""
     from toolkit.data.images import decode_image
-    from toolkit.inputs import load_inputs
+    from toolkit.data.inputs import load_inputs
 
     path = _save(_image(mode, size, 0), tmp_path, f"img-{mode.replace(';', '_')}",
                  folder_loader=False)  # fmt: skip
@@ -415,7 +415,7 @@ def _section_model(dotted_section: str) -> Any:
     """The pydantic model of a recipe section ('train.optimizer'), through optional unions."""
     from pydantic import BaseModel
 
-    from toolkit.recipe import Recipe
+    from toolkit.core.recipe import Recipe
 
     model: Any = Recipe
     for key in dotted_section.split("."):
@@ -449,7 +449,7 @@ def _set(data: dict, dotted: str, value: Any) -> dict:
 
 def _schema_cases() -> list[tuple[str, Any, str]]:
     """(dotted key, bad value, 'wrong type' | 'out of range') for every leaf of the schema."""
-    from toolkit.recipe import Recipe
+    from toolkit.core.recipe import Recipe
 
     cases = []
     for dotted, annotation, info in _leaves(Recipe):
@@ -471,7 +471,7 @@ def test_schema_walk_covers_every_key() -> None:
 @settings(FAST, max_examples=60)
 @given(case=st.sampled_from(SCHEMA_CASES))
 def test_recipe_with_a_wrong_type_names_the_key(case: tuple[str, Any, str]) -> None:
-    from toolkit.recipe import parse_recipe
+    from toolkit.core.recipe import parse_recipe
 
     dotted, value, kind = case
     with pytest.raises(UserError) as err:
@@ -505,7 +505,7 @@ YAML_VALUES = st.recursive(
 @FAST
 @given(doc=st.one_of(YAML_VALUES, st.text(max_size=300)))
 def test_random_yaml_documents(tmp_path: Path, doc: Any) -> None:
-    from toolkit.recipe import load_recipe
+    from toolkit.core.recipe import load_recipe
 
     path = tmp_path / "r.yaml"
     text = doc if isinstance(doc, str) else yaml.safe_dump(doc)
@@ -517,7 +517,7 @@ def test_random_yaml_documents(tmp_path: Path, doc: Any) -> None:
 
 
 def test_pathological_yaml_is_refused_quickly(tmp_path: Path) -> None:
-    from toolkit.recipe import load_recipe
+    from toolkit.core.recipe import load_recipe
 
     deep = tmp_path / "deep.yaml"
     deep.write_text("name: x\nmodel: {builder: mlp, args: {a: " + "[" * 5000 + "]" * 5000 + "}}\n")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from toolkit.errors import UserError
-from toolkit.recipe import load_recipe, parse_recipe
-from toolkit.resources import builtin_names
+from toolkit.core.errors import UserError
+from toolkit.core.recipe import load_recipe, parse_recipe
+from toolkit.core.resources import builtin_names
 
 MINIMAL = {"name": "r", "dataset": {"name": "digits"}, "model": {"builder": "cnn"}}
 
@@ -81,7 +81,7 @@ def test_round_trip_yaml(tmp_path) -> None:
 
 
 def test_optimize_section_is_the_optimize_config_and_names_bad_keys() -> None:
-    from toolkit.optimize.config import OptimizeConfig
+    from toolkit.core.optimize_config import OptimizeConfig
 
     section = {"prune": {"sparsity": 0.5}, "cluster": {"clusters": 16}, "epochs": 2}
     recipe = parse_recipe({**MINIMAL, "optimize": section})

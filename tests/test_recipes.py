@@ -1,7 +1,7 @@
 """The built-in recipes reach their accuracy bars in inference mode (slow: real training).
 
 digits-cnn and tabular-mlp run exactly as shipped. The MNIST recipes run with fewer epochs to
-keep CI inside its budget; the full-length numbers are in README's "Measured" section.
+keep CI inside its budget; the full-length numbers are in bench/RESULTS.md (`make bench`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.pipeline import run_training
+from toolkit.pipeline.training import run_training
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,16 @@ import sys
 
 import pytest
 
-from toolkit.errors import UserError
-from toolkit.report import ARTIFACT_KEYS, DROP_MEANS, ArtifactResult, Report, collect_versions
-from toolkit.report_render import human_bytes
+from toolkit.core.errors import UserError
+from toolkit.core.report import (
+    ARTIFACT_KEYS,
+    DROP_MEANS,
+    ArtifactResult,
+    Report,
+    collect_versions,
+    human_bytes,
+)
+from toolkit.validate.render import plot, print_table, save_report, to_markdown
 
 
 def row(
@@ -79,20 +86,27 @@ def test_json_has_the_design_keys_and_round_trips(report, tmp_path):
         "python",
         "platform",
     }
-    report.budget = {
+    report.budget = {  # the shape pipeline.budget.choose writes
         "max_drop": 0.01,
-        "chosen": "onnx-int8",
-        "ladder": [
-            {
-                "rung": 1,
-                "name": "tflite-int8",
-                "drop": 0.031,
-                "within": False,
-                "reason": "over budget",
+        "split": "validation",
+        "formats": {
+            "tflite": {
+                "chosen": None,
+                "options": {},
+                "ladder": [
+                    {
+                        "rung": "full int8",
+                        "name": "tflite-int8",
+                        "metric": 0.9,
+                        "drop": 0.031,
+                        "within": False,
+                        "reason": "drop 0.0310 > budget 0.0100",
+                    }
+                ],
             }
-        ],
+        },
     }
-    path = report.save(tmp_path / "run")
+    path = save_report(report, tmp_path / "run")
     assert path == tmp_path / "run" / "report.json"
     loaded = Report.load(path)
     assert loaded.to_dict() == report.to_dict()
@@ -101,7 +115,7 @@ def test_json_has_the_design_keys_and_round_trips(report, tmp_path):
 
 
 def test_save_writes_markdown_and_plot(report, tmp_path):
-    report.save(tmp_path)
+    save_report(report, tmp_path)
     md = (tmp_path / "report.md").read_text()
     for a in report.artifacts:
         assert a.name in md
@@ -113,15 +127,15 @@ def test_save_writes_markdown_and_plot(report, tmp_path):
 
 def test_markdown_without_keras_row_still_leads_with_the_reference(report):
     report.artifacts = report.artifacts[1:]
-    lines = [line for line in report.to_markdown().splitlines() if line.startswith("| ")]
+    lines = [line for line in to_markdown(report).splitlines() if line.startswith("| ")]
     assert lines[1].startswith("| keras-fp32 (reference)")
 
 
 def test_print_table_and_plot_of_failures_only(report, tmp_path, capsys):
-    report.print_table()
+    print_table(report)
     assert "tflite-int8" in capsys.readouterr().err
     report.artifacts = [a for a in report.artifacts if a.error]
-    assert report.plot(tmp_path / "p.png").stat().st_size > 0
+    assert plot(report, tmp_path / "p.png").stat().st_size > 0
 
 
 def test_budget_flags(report):
@@ -160,7 +174,7 @@ def test_lower_is_better_warning_is_relative():
     )
     report.apply_budget_flags(None)
     assert mae.flags[0].startswith("warning: drop 0.1 > 0.02")
-    assert "(lower is better)" in report.to_markdown()
+    assert "(lower is better)" in to_markdown(report)
 
 
 def test_artifact_lookup(report):
@@ -207,7 +221,7 @@ def test_human_bytes():
 
 def test_importing_validate_and_report_stays_light():
     code = (
-        "import sys, toolkit.validate, toolkit.report, toolkit.report_render\n"
+        "import sys, toolkit.validate.stage, toolkit.core.report, toolkit.validate.render\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'onnxruntime', 'onnx', 'matplotlib',"
         " 'ai_edge_litert') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 from toolkit.runtimes import (
     TensorSpec,
     available_runtimes,

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from toolkit.errors import UserError
-from toolkit.recipe import parse_recipe
-from toolkit.train import train
+from toolkit.core.errors import UserError
+from toolkit.core.recipe import parse_recipe
+from toolkit.train.stage import train
 
 TINY_DIGITS = {
     "name": "tiny-digits",
@@ -40,8 +40,8 @@ def test_run_directory_has_every_output(tiny_run) -> None:
 def test_metrics_are_inference_mode_and_complete(tiny_run) -> None:
     import keras
 
+    from toolkit.core.recipe import parse_recipe
     from toolkit.data import load_dataset
-    from toolkit.recipe import parse_recipe
 
     metrics = json.loads((tiny_run.run_dir / "metrics.json").read_text())
     test = metrics["test"]
@@ -149,8 +149,8 @@ def test_wrong_loss_for_task(tmp_path) -> None:
 
 
 def test_schedules_follow_the_recipe() -> None:
-    from toolkit.optim import make_schedule
-    from toolkit.recipe import ScheduleConfig
+    from toolkit.core.recipe import ScheduleConfig
+    from toolkit.train.optim import make_schedule
 
     step = make_schedule(ScheduleConfig(name="step", step_epochs=2, decay_rate=0.5), 0.1, 10, 6)
     assert [float(step(s)) for s in (0, 19, 20, 40)] == pytest.approx([0.1, 0.1, 0.05, 0.025])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toolkit.errors import UserError
-from toolkit.recipe import parse_recipe
+from toolkit.core.errors import UserError
+from toolkit.core.recipe import parse_recipe
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def digits():
 def test_auto_cut_is_the_input_of_the_last_dense(backbone_file) -> None:
     import keras
 
-    from toolkit.transfer import feature_layer
+    from toolkit.train.transfer import feature_layer
 
     model = keras.saving.load_model(backbone_file)
     assert feature_layer(model, "auto").name == "gap"  # dropout skipped
@@ -59,7 +59,7 @@ def test_auto_cut_is_the_input_of_the_last_dense(backbone_file) -> None:
 
 
 def test_model_resizes_rescales_and_tiles_gray(backbone_file, digits) -> None:
-    from toolkit.transfer import build_transfer_model
+    from toolkit.train.transfer import build_transfer_model
 
     model, record = build_transfer_model(_recipe(backbone_file), digits, "x")
     assert model.input.shape[1:] == (16, 16, 1)  # the dataset's raw shape
@@ -74,7 +74,7 @@ def test_model_resizes_rescales_and_tiles_gray(backbone_file, digits) -> None:
 
 
 def test_phase1_freezes_backbone_and_phase2_keeps_batchnorm_frozen(backbone_file, digits) -> None:
-    from toolkit.transfer import build_transfer_model, unfreeze_top
+    from toolkit.train.transfer import build_transfer_model, unfreeze_top
 
     model, _ = build_transfer_model(_recipe(backbone_file), digits, "x")
     trunk = model.get_layer("backbone")
@@ -100,8 +100,8 @@ def test_phase1_freezes_backbone_and_phase2_keeps_batchnorm_frozen(backbone_file
 
 
 def test_train_runs_both_phases_and_the_model_reloads(backbone_file, tmp_path) -> None:
-    from toolkit.modelio import load_model
-    from toolkit.train import train
+    from toolkit.core.modelio import load_model
+    from toolkit.train.stage import train
 
     recipe = _recipe(backbone_file, fine_tune_layers=1, fine_tune_epochs=1)
     result = train(recipe, tmp_path)
@@ -112,7 +112,7 @@ def test_train_runs_both_phases_and_the_model_reloads(backbone_file, tmp_path) -
 
 
 def test_builder_backbone_with_fresh_weights(tmp_path, digits) -> None:
-    from toolkit.transfer import build_transfer_model
+    from toolkit.train.transfer import build_transfer_model
 
     recipe = _recipe("mobilenet_v1", weights="none", input_size=[32, 32])
     model, record = build_transfer_model(recipe, digits, "x")
@@ -121,14 +121,14 @@ def test_builder_backbone_with_fresh_weights(tmp_path, digits) -> None:
 
 
 def test_missing_backbone_file(tmp_path, digits) -> None:
-    from toolkit.transfer import build_transfer_model
+    from toolkit.train.transfer import build_transfer_model
 
     with pytest.raises(UserError, match=r"no such file, and not a builder"):
         build_transfer_model(_recipe(tmp_path / "nope.h5"), digits, "x")
 
 
 def test_corrupt_backbone_file(tmp_path, digits) -> None:
-    from toolkit.transfer import build_transfer_model
+    from toolkit.train.transfer import build_transfer_model
 
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not an hdf5 file at all")
@@ -137,14 +137,14 @@ def test_corrupt_backbone_file(tmp_path, digits) -> None:
 
 
 def test_cut_layer_not_found_suggests(backbone_file, digits) -> None:
-    from toolkit.transfer import build_transfer_model
+    from toolkit.train.transfer import build_transfer_model
 
     with pytest.raises(UserError, match=r"no layer 'relu_c'.*relu_"):
         build_transfer_model(_recipe(backbone_file, cut="relu_c"), digits, "x")
 
 
 def test_input_size_the_backbone_cannot_take(backbone_file, digits) -> None:
-    from toolkit.transfer import build_transfer_model
+    from toolkit.train.transfer import build_transfer_model
 
     with pytest.raises(UserError, match="takes 24x24 inputs"):
         build_transfer_model(_recipe(backbone_file, input_size=[64, 64]), digits, "x")
@@ -154,7 +154,7 @@ def test_input_size_the_backbone_cannot_take(backbone_file, digits) -> None:
 
 def test_non_image_data_is_refused(backbone_file) -> None:
     from toolkit.data import DataSpec, load_dataset
-    from toolkit.transfer import build_transfer_model
+    from toolkit.train.transfer import build_transfer_model
 
     ds = load_dataset(DataSpec("wine"))
     with pytest.raises(UserError, match="needs image data"):
@@ -170,7 +170,7 @@ def test_cli_missing_backbone_exits_2(cli, tmp_path) -> None:
 
 def test_vww_backbone_cut_and_range(shared_dir) -> None:
     from toolkit.data import DataSpec, load_dataset
-    from toolkit.transfer import build_transfer_model
+    from toolkit.train.transfer import build_transfer_model
 
     data = shared_dir / "data" / "cifar10-test"
     ds = load_dataset(DataSpec(f"image-folder:{data}", max_samples=100))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from toolkit.errors import UserError
-from toolkit.recipe import ParamRange, load_recipe, parse_recipe
+from toolkit.core.errors import UserError
+from toolkit.core.recipe import ParamRange, load_recipe, parse_recipe
 
 BASE = {
     "name": "tiny-tune",
@@ -36,14 +36,14 @@ def _recipe(search=None):
     ],
 )
 def test_bad_search_spaces_are_user_errors(search, message) -> None:
-    from toolkit.tune import search_space
+    from toolkit.pipeline.tuning import search_space
 
     with pytest.raises(UserError, match=message):
         search_space(_recipe(search))
 
 
 def test_grid_values() -> None:
-    from toolkit.tune import grid_values
+    from toolkit.pipeline.tuning import grid_values
 
     assert grid_values(ParamRange(low=16, high=64, step=16), 3) == [16, 32, 48, 64]
     assert grid_values(ParamRange(low=0.001, high=0.1, log=True), 3) == [0.001, 0.01, 0.1]
@@ -51,7 +51,7 @@ def test_grid_values() -> None:
 
 
 def test_tune_runs_trials_and_writes_the_best_recipe(tmp_path) -> None:
-    from toolkit.tune import tune
+    from toolkit.pipeline.tuning import tune
 
     recipe = _recipe({
         "trial_epochs": 1,

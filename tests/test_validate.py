@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.convert.formats import BY_NAME
-from toolkit.errors import UserError
-from toolkit.report import ARTIFACT_KEYS, Report
+from toolkit.core.errors import UserError
+from toolkit.core.formats import BY_NAME
+from toolkit.core.report import ARTIFACT_KEYS, Report
 from toolkit.runtimes.onnxrt import KNOWN_PROVIDERS
-from toolkit.validate import (
+from toolkit.validate.render import save_report, to_markdown
+from toolkit.validate.stage import (
     EvalData,
     agreement_of,
     artifact_format,
@@ -159,8 +160,8 @@ def test_corrupted_artifact_gets_an_error_and_the_rest_still_run(cnn, export_dir
         assert bad.size_bytes > 0
     good = by_name[("onnx-fp32", "CPUExecutionProvider")]
     assert good.error is None and good.agreement == 1.0
-    assert "## Failures" in result.to_markdown()
-    saved = Report.load(result.save(tmp_path / "out"))
+    assert "## Failures" in to_markdown(result)
+    saved = Report.load(save_report(result, tmp_path / "out"))
     assert saved.artifact("onnx-int8").error == by_name[("onnx-int8", "CPUExecutionProvider")].error
     assert "not a TFLite flatbuffer" in saved.artifact("tflite-int8", "litert:xnnpack").error
 

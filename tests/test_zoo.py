@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from toolkit.builders import BuildContext, build_model, list_builders
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 # Small shapes and widths keep each round trip to a few seconds on 2 CPU cores.
 CASES: dict[str, tuple[tuple[int, ...], dict]] = {
@@ -58,8 +58,9 @@ PARAMS = [
 @pytest.mark.parametrize("name", PARAMS)
 def test_builder_round_trip(name: str, tmp_path) -> None:
     from toolkit.convert import convert
-    from toolkit.optim import make_loss, resolve_loss
+    from toolkit.core.tasks import resolve_loss
     from toolkit.runtimes import open_runner
+    from toolkit.train.optim import make_loss
 
     model, shape, task = _tiny_model(name)
     rng = np.random.default_rng(0)
@@ -89,7 +90,7 @@ def test_builder_round_trip(name: str, tmp_path) -> None:
 
 
 def test_lstm_model_saves_and_reloads(tmp_path) -> None:
-    from toolkit.modelio import load_model
+    from toolkit.core.modelio import load_model
 
     model, shape, _ = _tiny_model("lstm")
     model.save(tmp_path / "m.keras")

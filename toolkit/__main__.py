@@ -1,6 +1,6 @@
 """`python -m toolkit` is the same as the `keras-edge` command."""
 
-from toolkit.cli import main
+from toolkit.cli.app import main
 
 if __name__ == "__main__":
     main()

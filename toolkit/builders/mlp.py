@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.builders.registry import BuildContext, register
-from toolkit.errors import UserError
+from toolkit.builders.base import BuildContext, register
+from toolkit.core.errors import UserError
 
 
 @register(

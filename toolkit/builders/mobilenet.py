@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from toolkit.builders.registry import BuildContext, register
-from toolkit.errors import UserError
+from toolkit.builders.base import BuildContext, register
+from toolkit.core.errors import UserError
 
 _IMAGENET_SIZES = (96, 128, 160, 192, 224)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from toolkit.builders.base import BuildContext, register
 from toolkit.builders.mobilenet import _backbone_input, _finish, _offline_weights, _weights_arg
-from toolkit.builders.registry import BuildContext, register
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 
 @register(

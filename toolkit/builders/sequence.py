@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.builders.registry import BuildContext, register
-from toolkit.errors import UserError
+from toolkit.builders.base import BuildContext, register
+from toolkit.core.errors import UserError
 
 _INPUTS = "sequence TxC (steps x channels) or T, T >= 2"
 
@@ -91,7 +91,7 @@ def lstm(
     """Last layer returns its final step; earlier layers feed whole sequences on."""
     import keras
 
-    from toolkit.builders.layers import FusedLSTM
+    from toolkit.core.layers import FusedLSTM
 
     _positive("lstm", units=units)
     inputs, x, _ = _sequence_input(ctx, "lstm")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.builders.registry import BuildContext, register
+from toolkit.builders.base import BuildContext, register
 from toolkit.builders.sequence import _INPUTS, _positive, _sequence_input
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 
 @register(

@@ -1,6 +1,6 @@
 """Convert: a Keras model -> artifacts, one per row of the format table.
 
-`convert()` only converts; measuring the artifacts is `toolkit.validate`'s job. Importing this
+`convert()` only converts; measuring the artifacts is `toolkit.validate.stage`'s job. Importing this
 package does not import TensorFlow: each exporter imports it when called.
 """
 
@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from toolkit.convert.calibration import atomic_write_bytes, check_model, temp_path_beside
-from toolkit.convert.formats import BY_NAME, FORMATS, Format, get, help_table, select
-from toolkit.errors import UserError
+from toolkit.core import callable_stage
+from toolkit.core.errors import UserError
+from toolkit.core.formats import BY_NAME, FORMATS, Format, get, help_table, select
 
 __all__ = [
     "BY_NAME",
@@ -117,3 +118,6 @@ def convert(
     exporter = EXPORTERS[fmt.format]
     _check_options(fmt, exporter, opts)
     return exporter(model, out_dir / fmt.filename, fmt.precision, calibration=calibration, **opts)
+
+
+callable_stage(__name__, "toolkit.convert.stage:export")  # `toolkit.convert(model, formats, out)`

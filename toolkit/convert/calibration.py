@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import UserError
-from toolkit.rundir import atomic_write_bytes
+from toolkit.core.errors import UserError
+from toolkit.core.rundir import atomic_write_bytes
 
 __all__ = ["atomic_write_bytes", "check_calibration", "check_model", "temp_path_beside"]
 

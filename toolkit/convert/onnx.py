@@ -21,7 +21,7 @@ from toolkit.convert.calibration import (
     default_input_shape,
     temp_path_beside,
 )
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8", "dynamic")
 BATCH_DIM = "N"

@@ -25,7 +25,7 @@ from toolkit.convert.calibration import (
     check_model,
     default_input_shape,
 )
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int8-float-io", "uint8", "int16x8")
 FULL_INTEGER = ("int8", "int8-float-io", "uint8", "int16x8")
@@ -37,7 +37,7 @@ SELECTIVE = ("int8", "int8-float-io", "uint8")
 def _quiet_converter() -> Iterator[None]:
     """Hide two known-benign warnings: int8 I/O 'statistics' and the debugger's use of the
     deprecated tf.lite.Interpreter (it only runs calibration there)."""
-    from toolkit.quiet import muted_stderr
+    from toolkit.core.quiet import muted_stderr
 
     with warnings.catch_warnings(), muted_stderr():  # also the C++ "fully_quantize: ..." lines
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.core.errors import UserError
 from toolkit.data.base import DataSpec
 from toolkit.data.images import prepare_stack
 from toolkit.data.splits import Kind, Source, encode_targets
-from toolkit.errors import UserError
 
 REQUIRED = ("x", "y")
 

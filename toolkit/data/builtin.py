@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolkit.core.errors import UserError
 from toolkit.data.base import DataSpec
 from toolkit.data.images import prepare_stack
 from toolkit.data.splits import Source, encode_targets
-from toolkit.errors import UserError
 
 
 def _image_source(

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.core.errors import UserError
 from toolkit.data.base import DataSpec, Split
 from toolkit.data.images import GRAYSCALE_MODES, ColorMode, channels, decode_image
 from toolkit.data.splits import Source, encode_targets
-from toolkit.errors import UserError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.core.errors import UserError
 from toolkit.data.base import DataSpec
 from toolkit.data.images import prepare_stack
 from toolkit.data.splits import Source, encode_targets
-from toolkit.errors import UserError
 
 UBYTE = 0x08
 IMAGES_RANK, LABELS_RANK = 3, 1  # magic 2051 (0x00000803) and 2049 (0x00000801)

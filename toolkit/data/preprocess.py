@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.core.errors import UserError
 from toolkit.data.base import Dataset
 
 INPUT_SPEC_FILE = "input_spec.json"
@@ -97,14 +98,30 @@ def build_input_spec(ds: Dataset, record: dict[str, Any], data_spec: Any) -> dic
 
 
 def save_input_spec(spec: dict[str, Any], directory: Path) -> Path:
-    from toolkit.rundir import atomic_write_text
+    from toolkit.core.rundir import atomic_write_text
 
     return atomic_write_text(directory / INPUT_SPEC_FILE, json.dumps(spec, indent=2) + "\n")
 
 
 def load_input_spec(directory: Path) -> dict[str, Any] | None:
-    """The spec saved beside a model, or None when the model came without one."""
+    """The spec saved in `directory` itself, or None when there is none."""
     path = Path(directory) / INPUT_SPEC_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # JSON and Unicode errors are ValueErrors
+        raise UserError(f"cannot read {path}: {exc}") from None
+
+
+def find_input_spec(near: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The one rule for where a model's input spec lives: in its directory (a run, an export
+    dir, a bundle) or up to two levels above it (RUN/export/model.tflite and
+    RUN/bundles/pi/model.tflite find RUN/input_spec.json). Returns (path, spec) or None."""
+    near = Path(near)
+    start = near if near.is_dir() else near.parent
+    for folder in (start, *list(start.parents)[:2]):
+        spec = load_input_spec(folder)
+        if spec is not None:
+            return folder / INPUT_SPEC_FILE, spec
+    return None

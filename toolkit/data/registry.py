@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit.core.errors import UserError, suggest, unknown
 from toolkit.data import arrays, builtin, folder, idx, tabular
 from toolkit.data.base import Dataset, DataSpec
 from toolkit.data.splits import Source, build_dataset, check_fractions
-from toolkit.errors import UserError, suggest, unknown
 
 Loader = Callable[[DataSpec, str], Source]
 

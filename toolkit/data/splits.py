@@ -13,8 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from toolkit.core.errors import UserError
 from toolkit.data.base import ArraySplit, Dataset, DataSpec, Split, Task
-from toolkit.errors import UserError
 
 Kind = Literal["image", "tabular", "sequence"]
 

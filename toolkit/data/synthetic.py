@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolkit.core.errors import UserError
 from toolkit.data.base import DataSpec
 from toolkit.data.registry import DatasetEntry, register_dataset
 from toolkit.data.splits import Source
-from toolkit.errors import UserError
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "_silence_", "_unknown_")
 FRAMES, COEFFS = 32, 10

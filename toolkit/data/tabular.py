@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.core.errors import UserError, unknown
 from toolkit.data.base import DataSpec
 from toolkit.data.splits import Source, encode_targets
-from toolkit.errors import UserError, unknown
 
 MIN_ROWS = 2
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.core.errors import UserError
 from toolkit.data.base import DataSpec
 from toolkit.data.registry import DatasetEntry, register_dataset
 from toolkit.data.splits import Source, encode_targets
-from toolkit.errors import UserError
 
 _RELATIVE = Path("datasets", "cached_datasets", "UEA", "BasicMotions")
 

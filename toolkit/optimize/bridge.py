@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 # Base-layer keywords that tf_keras and Keras 3 accept through **kwargs.
 _BASE_KEYS = {"name", "dtype", "trainable", "input_shape", "batch_input_shape", "batch_size"}
@@ -26,7 +26,7 @@ TOLERANCE = 1e-5
 
 def _accepted(cls: type) -> set[str] | None:
     """Constructor keywords of a class through its bases."""
-    from toolkit.layer_config import constructor_keywords
+    from toolkit.core.layer_config import constructor_keywords
 
     return set(_BASE_KEYS) | constructor_keywords(cls)
 

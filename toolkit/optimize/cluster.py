@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.errors import UserError
-from toolkit.optimize.config import ClusterConfig
+from toolkit.core.errors import UserError
+from toolkit.core.optimize_config import ClusterConfig
 from toolkit.optimize.prune import check_skips
 
 CLUSTERABLE = {"Conv1D", "Conv2D", "Conv3D", "Dense", "DepthwiseConv2D"}

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import UserError
-from toolkit.optimize.config import PruneConfig
+from toolkit.core.errors import UserError
+from toolkit.core.optimize_config import PruneConfig
 
 PRUNABLE = {
     "Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "Dense", "DepthwiseConv2D",

@@ -4,7 +4,7 @@ Only layers tfmot's 8-bit registry supports are annotated (plus BatchNorm after 
 Conv/Dense, which tfmot folds only when annotated); baked-in preprocessing
 (Normalization, Rescaling) stays float in front, and the TFLite converter calibrates that
 edge from the representative data. The result keeps tfmot's quantize wrappers, so it stays
-a tf_keras model: it is saved as a SavedModel that `toolkit.modelio` loads and
+a tf_keras model: it is saved as a SavedModel that `toolkit.core.modelio` loads and
 `toolkit.convert` turns into TFLite int8 and ONNX QDQ.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 FOLDS_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")  # tfmot's Conv/Dense + BatchNorm transforms
 

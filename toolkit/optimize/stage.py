@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import UserError
-from toolkit.optimize.config import OptimizeConfig
+from toolkit.core.errors import UserError
+from toolkit.core.optimize_config import OptimizeConfig
 
 COPIED = ("input_spec.json", "recipe.yaml")
 RANGE_SAMPLES = 512  # inputs that set QAT's starting fake-quant ranges
@@ -40,14 +40,16 @@ class OptimizeResult:
     @property
     def headline(self) -> tuple[str, float, float]:
         """(metric name, reference value, optimized value) on the test split."""
-        name = "accuracy" if self.metrics["task"] == "classification" else "mae"
+        from toolkit.core.tasks import get_task
+
+        name = get_task(self.metrics["task"]).headline
         return name, float(self.reference[name]), float(self.metrics["test"][name])
 
 
 def _load_run(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
-    from toolkit.modelio import load_model
+    from toolkit.core.modelio import load_model
+    from toolkit.core.recipe import load_recipe
     from toolkit.optimize.prune import check_not_optimized
-    from toolkit.recipe import load_recipe
 
     if not run_dir.is_dir():
         raise UserError(f"run directory not found: {run_dir}")
@@ -113,13 +115,13 @@ def optimize(
     """Prune / cluster / QAT a trained run; writes `out` (default RUN/optimized/)."""
     import tf_keras
 
+    from toolkit.core.rundir import atomic_dir, atomic_write_text, check_run_dir
+    from toolkit.core.tasks import evaluate_model, resolve_loss
     from toolkit.data import load_dataset
-    from toolkit.evaldata import check_fits
-    from toolkit.optim import resolve_loss
+    from toolkit.data.evaldata import check_fits
+    from toolkit.data.pipelines import training_pipelines
     from toolkit.optimize import cluster, prune, qat
     from toolkit.optimize.bridge import to_keras, to_tf_keras
-    from toolkit.rundir import atomic_dir, atomic_write_text, check_run_dir
-    from toolkit.train import _pipelines, evaluate_model
 
     log = log or (lambda message: None)
     run_dir = Path(run_dir)
@@ -133,7 +135,7 @@ def optimize(
     check_fits(ds, loaded.model)
     loss = run_metrics.get("loss") or resolve_loss(recipe.train.loss, ds.task, ds.num_classes)
     tf_keras.utils.set_random_seed(config.seed)
-    train_ds, _ = _pipelines(recipe, ds, loss)
+    train_ds, _ = training_pipelines(recipe, ds, loss)
     steps = int(np.ceil(len(ds.train) / recipe.train.batch_size))
     lr = config.learning_rate or recipe.train.optimizer.learning_rate / 10
     reference = run_metrics.get("test") or evaluate_model(loaded.model, ds)["test"]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import UserError, unknown
+from toolkit.core.errors import UserError, unknown
 from toolkit.runtimes.base import Runner, TensorSpec, dequantize, quantize
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 
 _INT_DTYPES = ("int8", "uint8", "int16")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 from toolkit.runtimes.base import Runner, TensorSpec
 
 _SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -40,7 +40,7 @@ class KerasRunner(Runner):
                 raise UserError(
                     f"expected a Keras model file ({', '.join(_SUFFIXES)}); got {path.name!r}"
                 )
-            from toolkit.modelio import check_model_size
+            from toolkit.core.modelio import check_model_size
 
             check_model_size(path)
             try:

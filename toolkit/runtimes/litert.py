@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 from toolkit.runtimes.base import Runner, TensorSpec
 
 DELEGATES = ("xnnpack", "reference")
@@ -65,13 +65,13 @@ class LiteRTRunner(Runner):
             raise UserError(f"num_threads must be a positive integer; got {num_threads}")
         self.path = Path(path)
         check_tflite_bytes(self.path)
-        from toolkit.modelio import check_model_size
+        from toolkit.core.modelio import check_model_size
 
         check_model_size(self.path)  # LiteRT reads the whole file into memory
         kwargs: dict[str, Any] = {"model_path": str(self.path), "num_threads": num_threads}
         if delegate == "reference":
             kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_REF
-        from toolkit.quiet import muted_stderr
+        from toolkit.core.quiet import muted_stderr
 
         try:
             with muted_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" banner

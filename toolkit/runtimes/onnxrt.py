@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import UserError
+from toolkit.core.errors import UserError
 from toolkit.runtimes.base import Runner, TensorSpec
 
 # Short names users type on the command line -> ORT's provider names.
@@ -92,7 +92,7 @@ class OnnxRunner(Runner):
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"ONNX model not found: {self.path}")
-        from toolkit.modelio import check_model_size
+        from toolkit.core.modelio import check_model_size
 
         check_model_size(self.path)  # before onnx.checker parses the whole protobuf
         provider = resolve_provider(provider)

@@ -1,0 +1,1 @@
+"""CLI command modules; each exposes `register(app, guarded)` and is listed in toolkit.cli.app."""

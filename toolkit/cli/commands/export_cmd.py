@@ -1,0 +1,146 @@
+"""`keras-edge export MODEL` and `keras-edge validate EXPORT_DIR`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def _split(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()] or None
+
+
+def _formats_help() -> str:
+    from toolkit.core.formats import help_table
+
+    return help_table()
+
+
+def export_command(
+    model: Path = typer.Argument(
+        ..., help="Run dir, Keras 3 .keras, Keras 2 .h5, or SavedModel directory."
+    ),
+    formats: str | None = typer.Option(
+        None,
+        "--formats",
+        "-f",
+        help="Comma list: tflite,onnx,keras or artifact names (tflite-int8). Default: all formats.",
+    ),
+    precisions: str | None = typer.Option(
+        None,
+        "--precisions",
+        "--precision",
+        "-p",
+        help="Comma list (fp32,fp16,dynamic,int8,int8-float-io,uint8,int16x8) or 'auto' "
+        "with --max-drop. Default: every precision of the chosen formats.",
+    ),
+    data: str | None = typer.Option(
+        None, "--data", help="Dataset for calibration and validation (default: the run's recipe)."
+    ),
+    calib_samples: int = typer.Option(256, "--calib-samples", min=1),
+    max_drop: float | None = typer.Option(
+        None, "--max-drop", min=0.0, help="Accuracy budget in the metric's units (0.01 = 1 pp)."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Export dir (default: RUN/export; a model file: RUNS_DIR/<stem>/export).",
+    ),
+    runs_dir: Path = typer.Option(
+        Path("runs"), "--runs-dir", help="Where a model file's default export dir goes."
+    ),
+    opset: int = typer.Option(17, "--opset", min=13, max=21, help="ONNX opset."),
+    max_eval_samples: int | None = typer.Option(None, "--max-eval-samples", min=1),
+    latency_runs: int = typer.Option(50, "--latency-runs", min=0),
+    force: bool = typer.Option(False, "--force", help="Replace an existing export dir."),
+    unsafe: bool = typer.Option(
+        False, "--unsafe", help="Allow Lambda layers with Python code (trusted files only)."
+    ),
+    input_range: str | None = typer.Option(
+        None,
+        "--input-range",
+        help="LO,HI the model expects; the data's raw range is mapped "
+        "onto it (e.g. 0,1 for a third-party model that takes [0, 1] images).",
+    ),
+    parity: bool = typer.Option(
+        False,
+        "--parity",
+        help="Label the data with the reference model's own predictions: "
+        "measure parity, not accuracy (for data with other classes than the model's).",
+    ),
+    runtimes: str | None = typer.Option(
+        None,
+        "--runtimes",
+        help="Validate only on these, e.g. litert:xnnpack,onnxruntime:cpu "
+        "(default: every available runtime, LiteRT reference kernels included).",
+    ),
+    optimized: bool = typer.Option(
+        True,
+        "--optimized/--no-optimized",
+        help="For a run with RUN/optimized/ (keras-edge optimize): also export that model "
+        "(prune-int8.tflite, ...) and validate it in the same report.",
+    ),
+    list_formats: bool = typer.Option(False, "--list", help="List every artifact and exit."),
+) -> None:
+    """Convert a model to TFLite/ONNX artifacts and validate each in its real runtime."""
+    from toolkit.core.progress import console
+    from toolkit.pipeline.exporting import run_export
+    from toolkit.validate.render import print_table
+
+    if list_formats:
+        typer.echo(_formats_help())
+        return
+    if unsafe:
+        console.print("[yellow]warning:[/] --unsafe: Python code inside the model file will run")
+    result, report = run_export(
+        model, formats=_split(formats), precisions=_split(precisions), data=data,
+        calib_samples=calib_samples, max_drop=max_drop, out=out, runs_dir=runs_dir, opset=opset,
+        force=force, safe_mode=not unsafe, latency_runs=latency_runs,
+        max_eval_samples=max_eval_samples,
+        input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
+    )  # fmt: skip
+    if report is not None:
+        print_table(report)
+    else:
+        console.print("[yellow]note:[/] not validated: no dataset known; pass --data DATASET")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(f"wrote {result.export_dir}/: " + " ".join(p.name for p in result.artifacts)
+                  + (" report.json report.md plots/report.png" if report else ""),
+                  highlight=False)  # fmt: skip
+
+
+def validate_command(
+    export_dir: Path = typer.Argument(..., help="A directory of exported artifacts."),
+    data: str | None = typer.Option(None, "--data", help="Dataset (default: the run's recipe)."),
+    reference: Path | None = typer.Option(
+        None,
+        "--reference",
+        help="Reference Keras model (default: EXPORT_DIR/model.keras or the run's model.keras).",
+    ),
+    max_drop: float | None = typer.Option(None, "--max-drop", min=0.0),
+    max_eval_samples: int | None = typer.Option(None, "--max-eval-samples", min=1),
+    latency_runs: int = typer.Option(50, "--latency-runs", min=0),
+    runtimes: str | None = typer.Option(
+        None, "--runtimes", help="Comma list like litert:xnnpack,onnxruntime:CPUExecutionProvider"
+    ),
+) -> None:
+    """Measure every artifact in EXPORT_DIR in every available runtime; write report.json."""
+    from toolkit.pipeline.exporting import run_validate
+    from toolkit.validate.render import print_table
+
+    report = run_validate(
+        export_dir, data=data, reference=reference, max_drop=max_drop,
+        max_eval_samples=max_eval_samples, latency_runs=latency_runs, runtimes=_split(runtimes),
+    )  # fmt: skip
+    print_table(report)
+
+
+def register(app: typer.Typer, guarded: Callable[..., Any]) -> None:
+    app.command("export")(guarded(export_command))
+    app.command("validate")(guarded(validate_command))

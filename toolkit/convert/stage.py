@@ -1,0 +1,109 @@
+"""The export stage: one Keras model -> the requested artifacts in an export directory.
+
+It only converts (validation is `toolkit.validate.stage`), writing into a hidden temp directory that
+is renamed into place when every artifact is written, so an interrupted export never leaves
+a directory that looks complete. A caller's `finish` step (validation and its report) runs on
+the staged artifacts before that rename: a published export dir always has its report. The
+input spec travels with the artifacts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.convert import Format, convert
+from toolkit.core.progress import console, progress_bar
+
+MIN_CALIBRATION = 100
+
+
+@dataclass
+class ExportResult:
+    export_dir: Path
+    artifacts: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+
+def check_calibration(formats: list[Format], calibration: np.ndarray | None) -> list[str]:
+    """Warnings about calibration size (too few samples give poor int8 ranges)."""
+    if not any(f.needs_calibration for f in formats) or calibration is None:
+        return []
+    if len(calibration) < MIN_CALIBRATION:
+        return [
+            f"only {len(calibration)} calibration samples (fewer than {MIN_CALIBRATION}); "
+            "int8 ranges may be poor: use --calib-samples 200 or more"
+        ]
+    return []
+
+
+def write_artifacts(
+    model: Any,
+    formats: list[Format],
+    out_dir: Path,
+    *,
+    calibration: np.ndarray | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    opset: int = 17,
+) -> list[Path]:
+    """Convert `model` once per format into `out_dir` (which must exist); returns the paths.
+
+    `options` maps an artifact name to extra exporter options (e.g. the budget ladder's
+    `denylisted_nodes` for tflite-int8).
+    """
+    options = options or {}
+    written = []
+    with progress_bar() as bar:
+        task = bar.add_task("convert", total=len(formats), status="")
+        for fmt in formats:
+            bar.update(task, status=fmt.name)
+            opts = dict(options.get(fmt.name, {}))
+            if fmt.format == "onnx":
+                opts.setdefault("opset", opset)
+            written.append(convert(model, fmt, out_dir, calibration=calibration, **opts))
+            bar.advance(task)
+    return written
+
+
+def export(
+    model: Any,
+    formats: list[Format],
+    export_dir: Path,
+    *,
+    calibration: np.ndarray | None = None,
+    input_spec: Path | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    opset: int = 17,
+    force: bool = False,
+    extra_files: list[Path] | None = None,
+    finish: Callable[[Path, list[Path]], None] | None = None,
+) -> ExportResult:
+    """Write every requested artifact into `export_dir` atomically (as one directory).
+
+    `extra_files` are artifacts built elsewhere (the budget ladder's winners) to include.
+    `finish(staging_dir, staged_artifacts)` runs before the directory is published, so what it
+    writes there (the validation report) appears together with the artifacts or not at all;
+    if it raises, nothing is published (an existing export dir is kept).
+    """
+    from toolkit.core.rundir import atomic_dir
+
+    notes = check_calibration(formats, calibration)
+    for note in notes:
+        console.print(f"[yellow]warning:[/] {note}")
+    with atomic_dir(export_dir, force=force) as work:
+        paths = write_artifacts(
+            model, formats, work, calibration=calibration, options=options, opset=opset
+        )
+        for extra in extra_files or []:
+            paths.append(Path(shutil.copy2(extra, work / Path(extra).name)))
+        if input_spec is not None and Path(input_spec).is_file():
+            shutil.copy2(input_spec, work / "input_spec.json")
+        if finish is not None:
+            finish(work, paths)
+    artifacts = [export_dir / p.name for p in paths]
+    return ExportResult(export_dir, artifacts, notes)

@@ -1,0 +1,163 @@
+"""`--precision auto --max-drop X`: the cheapest artifact that keeps accuracy inside a budget.
+
+Per format, rungs run cheapest first; each candidate is converted, measured in its real
+runtime on the *validation* split (the test split stays for the final report, so choosing does
+not peek at it), and the first rung inside the budget wins:
+
+  tflite: int8 -> int8-float-io -> int8 with the most sensitive layers kept float (LiteRT's
+          quantization debugger ranks them) -> int16x8 -> dynamic -> fp16 -> fp32
+  onnx:   int8 -> int8 with the last quantizable nodes kept float -> dynamic -> fp16 -> fp32
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.convert import BY_NAME, Format, convert
+from toolkit.core.progress import console
+
+SENSITIVE_STEPS = (1, 3)  # how many of the most sensitive layers/nodes to keep float, in turn
+
+
+@dataclass
+class Rung:
+    name: str  # artifact name in the format table, e.g. "tflite-int8"
+    label: str  # what the rung is, e.g. "int8, 3 most sensitive layers float"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fmt(self) -> Format:
+        return BY_NAME[self.name]
+
+
+@dataclass
+class Choice:
+    fmt_name: str
+    path: Path | None  # the chosen artifact (in the scratch dir), None when nothing fits
+    ladder: list[dict[str, Any]]
+    options: dict[str, Any]
+
+
+def _tflite_sensitive(model: Any, calibration: np.ndarray) -> list[str]:
+    from toolkit.convert.tflite import layer_sensitivity
+
+    rows = layer_sensitivity(model, calibration)
+    return [r["tensor_name"] for r in rows if np.isfinite(r["rmse_over_scale"])]
+
+
+def _onnx_quantizable_nodes(fp32_path: Path) -> list[str]:
+    """Conv/MatMul/Gemm nodes, last first: output layers are usually the most sensitive."""
+    import onnx
+
+    graph = onnx.load(str(fp32_path)).graph
+    kinds = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
+    return [n.name for n in reversed(graph.node) if n.op_type in kinds and n.name]
+
+
+def tflite_rungs(model: Any, calibration: np.ndarray) -> Iterator[Rung]:
+    yield Rung("tflite-int8", "full int8, int8 input/output")
+    yield Rung("tflite-int8-float-io", "int8 internals, float input/output")
+    sensitive = _tflite_sensitive(model, calibration)
+    for k in SENSITIVE_STEPS:
+        if k <= len(sensitive):
+            keep = sensitive[:k]
+            yield Rung(
+                "tflite-int8-float-io",
+                f"int8 with the {k} most sensitive layer(s) float: {', '.join(keep)}",
+                {"denylisted_nodes": keep},
+            )
+    for precision in ("int16x8", "dynamic", "fp16", "fp32"):
+        yield Rung(f"tflite-{precision}", BY_NAME[f"tflite-{precision}"].description)
+
+
+def onnx_rungs(model: Any, scratch: Path) -> Iterator[Rung]:
+    yield Rung("onnx-int8", "static QDQ int8, per-channel")
+    fp32 = convert(model, BY_NAME["onnx-fp32"], scratch / "probe")
+    nodes = _onnx_quantizable_nodes(fp32)
+    for k in SENSITIVE_STEPS:
+        if k <= len(nodes):
+            keep = nodes[:k]
+            yield Rung(
+                "onnx-int8",
+                f"int8 with the last {k} quantizable node(s) float: {', '.join(keep)}",
+                {"nodes_to_exclude": keep},
+            )
+    for precision in ("dynamic", "fp16", "fp32"):
+        yield Rung(f"onnx-{precision}", BY_NAME[f"onnx-{precision}"].description)
+
+
+def _measure(path: Path, data: Any, reference: Any) -> tuple[float, float]:
+    """(metric, drop) of one candidate in its default runtime, no latency runs."""
+    from toolkit.validate.stage import validate
+
+    report = validate([path], data, reference=reference, latency_runs=0, progress=False)
+    first = next(a for a in report.artifacts if not a.error)
+    return float(first.metric["value"]), float(first.drop)
+
+
+def search(
+    model: Any,
+    fmt: str,
+    data: Any,
+    calibration: np.ndarray,
+    max_drop: float,
+    scratch: Path,
+) -> Choice:
+    """Walk one format's ladder; return the first rung within `max_drop` (and the log)."""
+    rungs = tflite_rungs(model, calibration) if fmt == "tflite" else onnx_rungs(model, scratch)
+    ladder: list[dict[str, Any]] = []
+    for i, rung in enumerate(rungs):
+        where = scratch / f"rung{i}"
+        try:
+            path = convert(model, rung.fmt, where, calibration=calibration, **rung.options)
+            metric, drop = _measure(path, data, model)
+        except Exception as err:  # a rung that cannot be built is skipped, and logged
+            ladder.append({"rung": rung.label, "name": rung.name, "error": str(err)[:200]})
+            continue
+        within = drop <= max_drop
+        reason = f"drop {drop:.4f} {'<=' if within else '>'} budget {max_drop:.4f}"
+        ladder.append(
+            {"rung": rung.label, "name": rung.name, "metric": metric, "drop": drop,
+             "within": within, "reason": reason}
+        )  # fmt: skip
+        console.print(f"  {rung.name:<22} {rung.label[:60]:<60} {reason}", highlight=False)
+        if within:
+            return Choice(rung.name, path, ladder, rung.options)
+    return Choice(f"{fmt}-none", None, ladder, {})
+
+
+def choose(
+    model: Any,
+    formats: list[str],
+    data: Any,
+    calibration: np.ndarray,
+    max_drop: float,
+    out_dir: Path,
+) -> tuple[list[Path], dict[str, Any]]:
+    """Run the ladder per format; copy each winner into `out_dir`. Returns (paths, budget)."""
+    chosen: list[Path] = []
+    budget: dict[str, Any] = {"max_drop": max_drop, "split": "validation", "formats": {}}
+    scratch = Path(tempfile.mkdtemp(prefix="keras-edge-ladder-"))
+    try:
+        for fmt in formats:
+            console.print(f"[bold]{fmt}[/]: searching for the cheapest artifact within budget")
+            choice = search(model, fmt, data, calibration, max_drop, scratch / fmt)
+            budget["formats"][fmt] = {
+                "chosen": choice.fmt_name if choice.path else None,
+                "options": choice.options,
+                "ladder": choice.ladder,
+            }
+            if choice.path is not None:
+                target = out_dir / choice.path.name
+                shutil.copy2(choice.path, target)
+                chosen.append(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return chosen, budget

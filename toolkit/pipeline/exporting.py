@@ -1,0 +1,211 @@
+"""Exporting: load -> (budget ladder) -> convert -> validate -> report, and re-validating.
+
+The convert and validate stages never call each other; this module runs one after the other on
+the same staged directory, so a published export dir always has its report.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def default_export_dir(loaded: Any, runs_dir: Path | str = "runs") -> Path:
+    """RUN/export for a run (or SavedModel) dir; RUNS_DIR/<file stem>/export for a model file."""
+    if loaded.kind in ("run", "saved_model") and Path(loaded.path).is_dir():
+        return Path(loaded.path) / "export"
+    return Path(runs_dir) / Path(loaded.path).stem / "export"
+
+
+def run_export(
+    model: str | Path,
+    *,
+    formats: list[str] | None = None,
+    precisions: list[str] | None = None,
+    data: str | None = None,
+    calib_samples: int = 256,
+    max_drop: float | None = None,
+    out: Path | None = None,
+    runs_dir: Path | str = "runs",
+    opset: int = 17,
+    force: bool = False,
+    safe_mode: bool = True,
+    seed: int = 0,
+    latency_runs: int = 50,
+    max_eval_samples: int | None = None,
+    input_range: str | None = None,
+    parity: bool = False,
+    runtimes: list[str] | None = None,
+    optimized: bool = True,
+) -> Any:
+    """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
+
+    A run with RUN/optimized/ gets that model's artifacts too (`prune-int8.tflite`, ...),
+    validated against the same dense reference; `optimized=False` leaves them out.
+
+    Validation runs on the staged artifacts and the report is written beside them before the
+    export dir is renamed into place, so a killed export never leaves artifacts without their
+    report. Returns (ExportResult, Report or None when no data was known); raises GateFailed
+    (after publishing the dir and its report, which says why) when a budget is not met.
+    """
+    from toolkit.convert import select
+    from toolkit.convert.stage import export
+    from toolkit.core.errors import GateFailed, UserError
+    from toolkit.core.modelio import load_model
+    from toolkit.data.evaldata import (
+        calibration_data,
+        check_fits,
+        dataset_for_model,
+        eval_data,
+        parse_range,
+        range_adapter,
+    )
+    from toolkit.validate.render import save_report
+    from toolkit.validate.stage import validate
+
+    loaded = load_model(model, safe_mode=safe_mode)
+    auto = precisions == ["auto"]
+    if auto and max_drop is None:
+        raise UserError("--precisions auto needs --max-drop (the accuracy budget to stay inside)")
+    chosen_formats = select(formats, None if auto else precisions)
+    ds = dataset_for_model(loaded, data, seed)
+    needs_calib = auto or any(f.needs_calibration for f in chosen_formats)
+    if ds is None and (needs_calib or max_drop is not None):
+        raise UserError(
+            f"{model}: no dataset to calibrate/validate with (no recipe beside the model); "
+            "pass --data DATASET (e.g. image-folder:PATH, npz:PATH, digits)"
+        )
+    adapt = None
+    if ds is not None:
+        check_fits(ds, loaded.model)
+        adapt = range_adapter(ds, parse_range(input_range))
+    calibration = calibration_data(ds, calib_samples, seed, adapt) if ds is not None else None
+    reference = loaded.model if parity else None
+    export_dir = Path(out) if out else default_export_dir(loaded, runs_dir)  # str paths too
+
+    budget = None
+    validated: list[Any] = []
+
+    def validate_staged(staging: Path, staged: list[Path]) -> None:
+        """Measure the staged artifacts; the report names their final paths."""
+        test = eval_data(ds, "test", limit=max_eval_samples, seed=seed, adapt=adapt,
+                         parity_model=reference)  # fmt: skip
+        report = validate(staged, test, reference=loaded.model, latency_runs=latency_runs,
+                          runtimes=runtimes)  # fmt: skip
+        for row in report.artifacts:
+            row.path = str(export_dir / Path(row.path).name)
+        if budget is not None:
+            report.budget = budget
+        report.apply_budget_flags(max_drop)
+        save_report(report, staging)
+        validated.append(report)
+
+    finish = validate_staged if ds is not None else None
+    if auto:
+        import tempfile
+
+        from toolkit.pipeline.budget import choose
+
+        plain = [f for f in chosen_formats if f.format == "keras"]
+        fmts = list(dict.fromkeys(f.format for f in chosen_formats if f.format != "keras"))
+        staging = Path(tempfile.mkdtemp(prefix="keras-edge-chosen-"))
+        val = eval_data(ds, "val", limit=max_eval_samples, seed=seed, adapt=adapt,
+                        parity_model=reference)  # fmt: skip
+        try:
+            picked, budget = choose(loaded.model, fmts, val, calibration, max_drop, staging)
+            result = export(
+                loaded.model, plain, export_dir, calibration=calibration,
+                input_spec=loaded.input_spec_path, opset=opset, force=force, extra_files=picked,
+                finish=finish,
+            )  # fmt: skip
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    else:
+        from toolkit.pipeline.variants import optimized_artifacts
+
+        # A run with RUN/optimized/: its twins go into the same dir and report.
+        with optimized_artifacts(loaded, chosen_formats, calibration=calibration, opset=opset,
+                                 enabled=optimized, export_dir=export_dir,
+                                 force=force) as variants:  # fmt: skip
+            result = export(
+                loaded.model, chosen_formats, export_dir, calibration=calibration,
+                input_spec=loaded.input_spec_path, opset=opset, force=force, finish=finish,
+                extra_files=variants,
+            )  # fmt: skip
+    if ds is None:
+        return result, None
+    report = validated[0]
+    if auto and any(v["chosen"] is None for v in budget["formats"].values()):
+        missing = [k for k, v in budget["formats"].items() if v["chosen"] is None]
+        raise GateFailed(f"no {'/'.join(missing)} artifact stays within --max-drop {max_drop}")
+    if not auto:
+        gate(report, max_drop, export_dir)
+    return result, report
+
+
+def _is_model(path: Path) -> bool:
+    return path.is_file() or (path / "model.keras").is_file()
+
+
+def gate(report: Any, max_drop: float | None, export_dir: Path) -> None:
+    """Fail (exit 1) when an artifact failed to run or lost more than the budget."""
+    from toolkit.core.errors import GateFailed
+
+    if max_drop is None:
+        return
+    over = report.over_budget(max_drop)
+    if over:
+        worst = max(over, key=lambda a: float("inf") if a.error else a.drop)
+        what = "failed to run" if worst.error else f"drops {worst.drop:.4f}"
+        raise GateFailed(
+            f"{len(over)} artifact row(s) over --max-drop {max_drop}: worst {worst.name} on "
+            f"{worst.runtime}/{worst.provider} {what}; see {export_dir}/report.md"
+        )
+
+
+def run_validate(
+    export_dir: Path | str,
+    *,
+    data: str | None = None,
+    reference: Path | None = None,
+    max_drop: float | None = None,
+    max_eval_samples: int | None = None,
+    latency_runs: int = 50,
+    runtimes: list[str] | None = None,
+    seed: int = 0,
+) -> Any:
+    """Validate an existing export directory (re-runnable from disk); writes its report."""
+    from toolkit.core.errors import UserError
+    from toolkit.core.modelio import load_model
+    from toolkit.data.evaldata import check_fits, dataset_for_model, eval_data
+    from toolkit.validate.render import save_report
+    from toolkit.validate.stage import discover_artifacts, validate
+
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise UserError(f"export directory not found: {export_dir}")
+    artifacts = discover_artifacts(export_dir)
+    if not artifacts:
+        raise UserError(f"{export_dir} holds no artifacts (model.keras, model-*.tflite/.onnx)")
+    candidates = [reference] if reference else [export_dir / "model.keras", export_dir.parent]
+    ref_path = next((c for c in candidates if _is_model(Path(c))), None)
+    if ref_path is None:
+        raise UserError(
+            f"no reference model for {export_dir}: pass --reference MODEL.keras "
+            "(or export with the keras format included)"
+        )
+    loaded = load_model(ref_path)
+    if loaded.kind != "run" and (export_dir.parent / "recipe.yaml").is_file():
+        loaded.recipe_path = export_dir.parent / "recipe.yaml"
+    ds = dataset_for_model(loaded, data, seed)
+    if ds is None:
+        raise UserError(f"no dataset known for {export_dir}; pass --data DATASET")
+    check_fits(ds, loaded.model)
+    test = eval_data(ds, "test", limit=max_eval_samples, seed=seed)
+    report = validate(artifacts, test, reference=loaded.model, latency_runs=latency_runs,
+                      runtimes=runtimes)  # fmt: skip
+    report.apply_budget_flags(max_drop)
+    save_report(report, export_dir)
+    gate(report, max_drop, export_dir)
+    return report

@@ -1,0 +1,305 @@
+"""Validate: measure every converted artifact in the runtime that will really run it.
+
+A converted model is only as good as what its runtime computes: int8 kernels, XNNPACK's fused
+ops and ONNX Runtime's providers each round differently. So every artifact x (runtime, provider)
+pair runs the same held-out inputs and is compared with the Keras reference on the task's
+headline metric, top-1 agreement, output difference, size and batch-1 latency. This module only
+measures; budgets and gates read the `Report` it returns.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.core import artifacts as variants
+from toolkit.core.errors import UserError
+from toolkit.core.formats import BY_NAME, FORMATS, Format
+from toolkit.core.report import ArtifactResult, Report, collect_versions, now_iso
+from toolkit.data.evaldata import EvalData, predict_batched
+
+__all__ = [
+    "EvalData",
+    "agreement_of",
+    "artifact_format",
+    "discover_artifacts",
+    "metric_drop",
+    "runtimes_for",
+    "validate",
+]
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+LATENCY_WARMUP = 5
+
+
+def artifact_format(path: Path) -> Format:
+    """The format-table row an artifact file belongs to, from its file name.
+
+    Export directories name files after the table (`model-int8.tflite`), which is what tells an
+    int8 file from an fp32 one; any Keras file is the reference passthrough.
+    """
+    path = Path(path)
+    by_file = {f.filename: f for f in FORMATS}
+    if path.name in by_file:
+        return by_file[path.name]
+    if path.suffix.lower() in KERAS_SUFFIXES:
+        return BY_NAME["keras-fp32"]
+    variant = variants.parse(path.name)  # an optimized model's twin: prune-int8.tflite
+    if variant is not None:
+        return variant.fmt
+    raise UserError(
+        f"cannot tell which artifact {path.name!r} is: export directories name files after the "
+        f"format table ({', '.join(by_file)})"
+    )
+
+
+def discover_artifacts(export_dir: Path) -> list[Path]:
+    """Every file in `export_dir` the format table knows, in table order, then optimized
+    variants (`prune-int8.tflite`)."""
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise UserError(f"export directory not found: {export_dir}")
+    found = [export_dir / f.filename for f in FORMATS if (export_dir / f.filename).is_file()]
+    found += variants.discover(export_dir)
+    if not found:
+        expected = ", ".join(f.filename for f in FORMATS)
+        raise UserError(f"no artifacts in {export_dir}; expected files named like {expected}")
+    return found
+
+
+def runtimes_for(fmt: Format) -> list[tuple[str, str]]:
+    """The (runtime, provider) pairs this artifact runs on here, e.g. LiteRT XNNPACK + reference.
+
+    TFLite runs on both XNNPACK (what ships) and the reference kernels (an independent
+    cross-check); ONNX on every available execution provider.
+    """
+    from toolkit.runtimes import available_runtimes
+
+    return [(rt, provider) for rt, provider in available_runtimes() if rt == fmt.runtime]
+
+
+def _parse_runtime_filter(requested: list[str]) -> list[tuple[str, str | None]]:
+    """'litert:xnnpack' / 'onnxruntime:cpu' / 'litert' -> (runtime, provider or None); checked."""
+    from toolkit.runtimes import available_runtimes
+    from toolkit.runtimes.onnxrt import install_hint, resolve_provider
+
+    available = available_runtimes()
+    shown = ", ".join(f"{rt}:{p}" for rt, p in available)
+    wanted: list[tuple[str, str | None]] = []
+    for item in requested:
+        runtime, _, provider = item.partition(":")
+        runtime = runtime.strip()
+        provider_name = provider.strip() or None
+        if runtime == "onnxruntime" and provider_name:
+            provider_name = resolve_provider(provider_name)
+        if not any(rt == runtime and provider_name in (None, p) for rt, p in available):
+            hint = install_hint(provider_name) if runtime == "onnxruntime" and provider_name else ""
+            raise UserError(f"runtime {item!r} is not available here; available: {shown}{hint}")
+        wanted.append((runtime, provider_name))
+    return wanted
+
+
+def metric_drop(reference: float, value: float, higher_is_better: bool) -> float:
+    """How much worse an artifact is than the reference, in metric units (positive = worse)."""
+    return float(reference - value) if higher_is_better else float(value - reference)
+
+
+def agreement_of(outputs: np.ndarray, reference: np.ndarray, task: str) -> float:
+    """Fraction of samples where the artifact says what the reference says (the task's rule)."""
+    from toolkit.core.tasks import get_task
+
+    return get_task(task).agreement(outputs, reference)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text if isinstance(exc, UserError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+    return text[:400]
+
+
+def _run_combo(
+    path: Path, runtime: str, provider: str, data: EvalData, latency_runs: int
+) -> tuple[np.ndarray, dict[str, float] | None]:
+    from toolkit.runtimes import open_runner
+
+    with open_runner(path, runtime=runtime, provider=provider) as runner:
+        outputs = predict_batched(runner.predict, data.x)
+        latency = (
+            runner.latency_ms(data.x[0], warmup=LATENCY_WARMUP, runs=latency_runs)
+            if latency_runs
+            else None
+        )
+    return outputs, latency
+
+
+def _measure(
+    path: Path,
+    fmt: Format,
+    combo: tuple[str, str],
+    data: EvalData,
+    ref: dict[str, Any],
+    sizes: tuple[int, int],
+    latency_runs: int,
+) -> ArtifactResult:
+    """One artifact x runtime row; a load or run failure becomes the row's `error`."""
+    from toolkit.core.tasks import task_metrics
+
+    runtime, provider = combo
+    variant = variants.parse(path.name)
+    result = ArtifactResult(
+        name=variant.name if variant else fmt.name,
+        format=fmt.format,
+        precision=fmt.precision,
+        path=str(path),
+        size_bytes=sizes[0],
+        gzip_bytes=sizes[1],
+        runtime=runtime,
+        provider=provider,
+        metric={"name": ref["metric"], "value": None},
+        variant=variant.tag if variant else None,
+    )
+    try:
+        outputs, latency = _run_combo(path, runtime, provider, data, latency_runs)
+        outputs = outputs.reshape(len(outputs), -1)
+        if outputs.shape != ref["outputs"].shape:
+            raise UserError(
+                f"outputs have shape {outputs.shape}; the reference's are {ref['outputs'].shape}"
+            )
+    except Exception as exc:  # any load/run failure is a finding about this artifact
+        result.error = _error_text(exc)
+        return result
+    value = float(task_metrics(data.task, data.y, outputs, data.labels)[ref["metric"]])
+    result.metric["value"] = value
+    result.drop = metric_drop(ref["value"], value, ref["higher_is_better"])
+    result.agreement = agreement_of(outputs, ref["outputs"], data.task)
+    result.max_abs_diff = float(np.max(np.abs(outputs - ref["outputs"])))
+    result.latency_ms = latency
+    return result
+
+
+def _reference(reference: Any, data: EvalData) -> dict[str, Any]:
+    """The Keras model's outputs and headline metric on the held-out data."""
+    from toolkit.core.tasks import headline, task_metrics
+    from toolkit.runtimes import open_runner
+
+    metric, higher_is_better = headline(data.task)
+    with open_runner(reference, runtime="keras") as runner:
+        outputs = predict_batched(runner.predict, data.x)
+        digest = weights_digest(runner.model)
+    outputs = outputs.reshape(len(outputs), -1)
+    value = float(task_metrics(data.task, data.y, outputs, data.labels)[metric])
+    path = str(reference) if isinstance(reference, (str, Path)) else None
+    return {
+        "metric": metric,
+        "value": value,
+        "higher_is_better": higher_is_better,
+        "outputs": outputs,
+        "path": path,
+        "weights_sha256": digest,
+    }
+
+
+def weights_digest(model: Any) -> str | None:
+    """sha256 of the model's weights in order: the same trained model, whatever file holds it
+    (a .keras zip carries a save date, so file hashes differ for identical models)."""
+    import hashlib
+
+    try:
+        weights = model.get_weights()
+    except Exception:  # a model object without Keras weights: nothing to fingerprint
+        return None
+    digest = hashlib.sha256()
+    for w in weights:
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
+def _plan(
+    paths: list[Path], runtimes: list[str] | None
+) -> list[tuple[Path, Format, tuple[str, str]]]:
+    wanted = _parse_runtime_filter(runtimes) if runtimes is not None else None
+    plan = []
+    for path in paths:
+        fmt = artifact_format(path)
+        for runtime, provider in runtimes_for(fmt):
+            if wanted is None or any(runtime == rt and p in (None, provider) for rt, p in wanted):
+                plan.append((path, fmt, (runtime, provider)))
+    if not plan:
+        raise UserError(
+            f"none of the artifacts runs on the requested runtimes ({', '.join(runtimes or [])})"
+        )
+    return plan
+
+
+def validate(
+    artifacts: list[Path],
+    data: EvalData,
+    *,
+    reference: Any,
+    latency_runs: int = 50,
+    runtimes: list[str] | None = None,
+    progress: bool = True,
+) -> Report:
+    """Run every artifact on every runtime/provider available for it; compare with `reference`.
+
+    `reference` is the Keras model (object or `.keras` path) the artifacts were converted from.
+    `runtimes` restricts the pairs ("litert:xnnpack", "onnxruntime:cpu", or a bare "litert").
+    `latency_runs=0` skips latency. Failing artifacts get an `error` instead of aborting.
+    """
+    from toolkit.core.progress import console, progress_bar
+
+    if not artifacts:
+        raise UserError("nothing to validate: no artifacts given")
+    if latency_runs < 0:
+        raise UserError(f"latency_runs must be >= 0; got {latency_runs}")
+    paths = [Path(a) for a in artifacts]
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"artifact not found: {path}")
+    plan = _plan(paths, runtimes)
+    ref = _reference(reference, data)
+    sizes: dict[Path, tuple[int, int]] = {}
+    results: list[ArtifactResult] = []
+    bar = progress_bar() if progress else None
+    task_id = bar.add_task("validate", total=len(plan), status="") if bar else None
+    if bar:
+        bar.start()
+    try:
+        for path, fmt, combo in plan:
+            if bar:
+                bar.update(task_id, status=f"{fmt.name} on {combo[0]}/{combo[1]}")
+            if path not in sizes:
+                content = path.read_bytes()
+                sizes[path] = (len(content), len(gzip.compress(content, compresslevel=9)))
+            row = _measure(path, fmt, combo, data, ref, sizes[path], latency_runs)
+            results.append(row)
+            if bar:
+                bar.advance(task_id)
+                if bar.disable:
+                    console.print(
+                        f"validate {row.summary()}", highlight=False, markup=False, soft_wrap=True
+                    )
+    finally:
+        if bar:
+            bar.stop()
+    report = Report(
+        reference={
+            "name": "keras-fp32",
+            "path": ref["path"],
+            "weights_sha256": ref["weights_sha256"],
+            "metric": {
+                "name": ref["metric"],
+                "value": ref["value"],
+                "higher_is_better": ref["higher_is_better"],
+            },
+        },
+        artifacts=results,
+        versions=collect_versions(),
+        data={"name": data.name, "samples": len(data.x), "task": data.task},
+        created=now_iso(),
+    )
+    report.apply_budget_flags(None)
+    return report
