@@ -45,16 +45,22 @@ def guarded(fn: Callable[..., Any], *, heavy: bool = True) -> Callable[..., Any]
     """Wrap a command so user errors become one line and an exit code.
 
     `heavy` commands need TensorFlow: import it up front without its C++ start-up noise.
+    Library warnings and C++ log lines are captured while the command runs (`core.quiet`);
+    a command that finishes says how many in one line, unless `--debug` showed them.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from toolkit.core import quiet
+
         try:
             if heavy and not _State.debug:
-                from toolkit.core.quiet import import_tensorflow_quietly
-
-                import_tensorflow_quietly()
-            return fn(*args, **kwargs)
+                quiet.import_tensorflow_quietly()
+            quiet.HIDDEN.reset()
+            with quiet.captured():
+                result = fn(*args, **kwargs)
+            _print_hidden(quiet.HIDDEN.summary())
+            return result
         except (UserError, GateFailed) as err:
             if _State.debug:
                 raise
@@ -65,6 +71,13 @@ def guarded(fn: Callable[..., Any], *, heavy: bool = True) -> Callable[..., Any]
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _print_hidden(summary: str | None) -> None:
+    if summary:
+        from toolkit.core.progress import console
+
+        console.print(f"[dim]{summary}[/]", highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(
@@ -88,7 +101,11 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        help="Show full tracebacks for errors, and every library warning and log line.",
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version."
     ),
@@ -101,7 +118,10 @@ def _root(
     ),
 ) -> None:
     if debug:
+        from toolkit.core.quiet import set_debug
+
         _State.debug = True
+        set_debug(True)
     if max_model_bytes is not None:  # checked (one-line error) where a model is loaded
         os.environ["KERAS_EDGE_MAX_MODEL_BYTES"] = max_model_bytes
 
