@@ -1,8 +1,10 @@
-"""What every exporter checks first: the model, the calibration array; and atomic writes."""
+"""What every exporter checks first (the model, the calibration array), how a conversion
+failure is reported, and atomic writes."""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +15,40 @@ import numpy as np
 from toolkit.core.errors import UserError
 from toolkit.core.rundir import atomic_write_bytes
 
-__all__ = ["atomic_write_bytes", "check_calibration", "check_model", "temp_path_beside"]
+__all__ = [
+    "ConversionFailed",
+    "atomic_write_bytes",
+    "check_calibration",
+    "check_model",
+    "short_reason",
+    "temp_path_beside",
+]
+
+_LOCATION = re.compile(r"^(?:<unknown>|loc\(.*?\)|\S+:\d+:\d+)[:\s]*")
+_NODE_NAME = re.compile(r",? node name: [^)]*")  # ONNX checker: graph paths hundreds long
+
+
+def short_reason(exc: BaseException, limit: int = 200) -> str:
+    """The one line of a converter's error that says why: MLIR dumps many lines (locations,
+    notes, the op); the first 'error:' line, without its location, is the sentence."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    line = errors[0].split("error:", 1)[1] if errors else (lines[0] if lines else "")
+    for _ in range(3):  # "loc(...): " prefixes can nest
+        line = _LOCATION.sub("", line.strip())
+    line = _NODE_NAME.sub("", line)
+    return (line.strip() or type(exc).__name__)[:limit]
+
+
+class ConversionFailed(UserError):
+    """A converter could not build this artifact for this model (an op with no kernel at this
+    precision, a fake-quant graph at int16x8, ...): a property of the model, not a mistake in
+    the call. The export stage skips such an artifact unless it was asked for by name."""
+
+    def __init__(self, artifact: str, step: str, exc: BaseException) -> None:
+        self.artifact = artifact
+        self.reason = short_reason(exc)
+        super().__init__(f"{artifact}: {step} failed: {self.reason}")
 
 
 def check_model(model: Any) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.convert.calibration import (
+    ConversionFailed,
     atomic_write_bytes,
     check_calibration,
     check_model,
@@ -183,20 +184,32 @@ def export_onnx(
     if precision == "fp16":
         from onnxconverter_common import float16
 
-        half = float16.convert_float_to_float16(proto, keep_io_types=True)
+        try:
+            half = float16.convert_float_to_float16(proto, keep_io_types=True)
+            # A fake-quant (QAT) graph comes out invalid (QuantizeLinear takes no float16):
+            # found here, it is a skipped artifact rather than a file no runtime loads.
+            if half.ByteSize() < 2**31:
+                onnx.checker.check_model(half, full_check=True)
+        except Exception as exc:
+            raise ConversionFailed("onnx-fp16", "float16 conversion", exc) from exc
         return atomic_write_bytes(filepath, half.SerializeToString())
 
     fp32_tmp = temp_path_beside(filepath, ".fp32.onnx")
     out_tmp = temp_path_beside(filepath, ".q.onnx")
     try:
         onnx.save(proto, str(fp32_tmp))
-        if precision == "int8":
-            input_name = proto.graph.input[0].name
-            _quantize_static(
-                fp32_tmp, out_tmp, calibration, input_name, nodes_to_exclude, reduce_range
-            )
-        else:
-            _quantize_dynamic(fp32_tmp, out_tmp, nodes_to_exclude, reduce_range)
+        try:
+            if precision == "int8":
+                input_name = proto.graph.input[0].name
+                _quantize_static(
+                    fp32_tmp, out_tmp, calibration, input_name, nodes_to_exclude, reduce_range
+                )
+            else:
+                _quantize_dynamic(fp32_tmp, out_tmp, nodes_to_exclude, reduce_range)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise ConversionFailed(f"onnx-{precision}", "ONNX quantization", exc) from exc
         out_tmp.replace(filepath)
     finally:
         fp32_tmp.unlink(missing_ok=True)

@@ -10,7 +10,7 @@ input spec travels with the artifacts.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.convert import Format, convert
+from toolkit.convert.calibration import ConversionFailed
 from toolkit.core.progress import console, progress_bar
 
 MIN_CALIBRATION = 100
@@ -28,6 +29,29 @@ class ExportResult:
     export_dir: Path
     artifacts: list[Path]
     notes: list[str] = field(default_factory=list)
+    # Artifacts that cannot apply to this model: [{"name": "tflite-int16x8", "reason": ...}].
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def skippable(
+    chosen: list[Format], formats: list[str] | None, precisions: list[str] | None
+) -> set[str]:
+    """The artifacts a request may go without: those it did not name.
+
+    `--precisions int16x8` or `--formats tflite-int16x8` names one, and its failure fails the
+    export; the default "every precision" list does not, so a precision that cannot apply
+    to this model (int16x8 of a fake-quant graph) is skipped and the rest is exported.
+    """
+    named = set(formats or []) | {
+        f.name for f in chosen if precisions is not None and f.precision in precisions
+    }
+    return {f.name for f in chosen if f.name not in named}
+
+
+def skip_row(name: str, reason: str) -> dict[str, str]:
+    """One skipped artifact, printed as one line and kept for report.json's `skipped`."""
+    console.print(f"[yellow]skipped[/] {name}: {reason}", highlight=False, soft_wrap=True)
+    return {"name": name, "reason": reason}
 
 
 def check_calibration(formats: list[Format], calibration: np.ndarray | None) -> list[str]:
@@ -50,11 +74,15 @@ def write_artifacts(
     calibration: np.ndarray | None = None,
     options: dict[str, dict[str, Any]] | None = None,
     opset: int = 17,
+    optional: Collection[str] = (),
+    skipped: list[dict[str, str]] | None = None,
 ) -> list[Path]:
     """Convert `model` once per format into `out_dir` (which must exist); returns the paths.
 
     `options` maps an artifact name to extra exporter options (e.g. the budget ladder's
-    `denylisted_nodes` for tflite-int8).
+    `denylisted_nodes` for tflite-int8). An artifact in `optional` whose conversion cannot
+    apply to this model is left out and appended to `skipped`; fp32 is never left out (the
+    format itself cannot take the model then), nor is anything not in `optional`.
     """
     options = options or {}
     written = []
@@ -65,7 +93,14 @@ def write_artifacts(
             opts = dict(options.get(fmt.name, {}))
             if fmt.format == "onnx":
                 opts.setdefault("opset", opset)
-            written.append(convert(model, fmt, out_dir, calibration=calibration, **opts))
+            try:
+                written.append(convert(model, fmt, out_dir, calibration=calibration, **opts))
+            except ConversionFailed as exc:
+                if fmt.name not in optional or fmt.precision == "fp32":
+                    raise
+                row = skip_row(fmt.name, exc.reason)
+                if skipped is not None:
+                    skipped.append(row)
             bar.advance(task)
     return written
 
@@ -82,6 +117,8 @@ def export(
     force: bool = False,
     extra_files: list[Path] | None = None,
     finish: Callable[[Path, list[Path]], None] | None = None,
+    optional: Collection[str] = (),
+    skipped: list[dict[str, str]] | None = None,
 ) -> ExportResult:
     """Write every requested artifact into `export_dir` atomically (as one directory).
 
@@ -89,16 +126,21 @@ def export(
     `finish(staging_dir, staged_artifacts)` runs before the directory is published, so what it
     writes there (the validation report) appears together with the artifacts or not at all;
     if it raises, nothing is published (an existing export dir is kept).
+    `optional` names the artifacts that may be skipped when they cannot apply to the model
+    (see `skippable`); each skip is appended to `skipped` (rows a caller may already hold,
+    e.g. the optimized variants', so `finish` sees them all) and returned in the result.
     """
     from toolkit.core.rundir import atomic_dir
 
     notes = check_calibration(formats, calibration)
     for note in notes:
         console.print(f"[yellow]warning:[/] {note}")
+    skipped = skipped if skipped is not None else []
     with atomic_dir(export_dir, force=force) as work:
         paths = write_artifacts(
-            model, formats, work, calibration=calibration, options=options, opset=opset
-        )
+            model, formats, work, calibration=calibration, options=options, opset=opset,
+            optional=optional, skipped=skipped,
+        )  # fmt: skip
         for extra in extra_files or []:
             paths.append(Path(shutil.copy2(extra, work / Path(extra).name)))
         if input_spec is not None and Path(input_spec).is_file():
@@ -106,4 +148,4 @@ def export(
         if finish is not None:
             finish(work, paths)
     artifacts = [export_dir / p.name for p in paths]
-    return ExportResult(export_dir, artifacts, notes)
+    return ExportResult(export_dir, artifacts, notes, list(skipped))

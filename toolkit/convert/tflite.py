@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.convert import tflite_signature as sig
 from toolkit.convert.calibration import (
+    ConversionFailed,
     atomic_write_bytes,
     check_calibration,
     check_model,
-    default_input_shape,
 )
 from toolkit.core.errors import UserError
 
@@ -43,47 +44,6 @@ def _quiet_converter() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
         yield
-
-
-def _input_signature(model: Any, input_signature: Sequence[Any] | None) -> list[Any]:
-    import tensorflow as tf
-
-    if input_signature is not None:
-        specs = list(input_signature)
-        if len(specs) != len(model.inputs) or not all(isinstance(s, tf.TensorSpec) for s in specs):
-            raise UserError(
-                f"input_signature must be a list of {len(model.inputs)} tf.TensorSpec "
-                f"(one per model input); got {input_signature!r}"
-            )
-        return specs
-    shape = default_input_shape(model, batch=1)
-    return [tf.TensorSpec(shape, tf.float32, name="input")]
-
-
-def _concrete_function(model: Any, signature: list[Any]) -> Any:
-    import tensorflow as tf
-
-    @tf.function(input_signature=signature)
-    def serve(*args: Any) -> Any:
-        return model(args[0] if len(args) == 1 else list(args), training=False)
-
-    return serve.get_concrete_function()
-
-
-def _fusing_trackable(model: Any) -> Any:
-    """For models with fused-op layers (toolkit's FusedLSTM): the model's tf.Variables.
-
-    Only the converter's trackable path keeps `api_implements` functions to fuse (the plain
-    path inlines them into a WHILE loop). Tracking the Keras 3 model itself there leaves its
-    variables unfrozen (NaN outputs); tracking the underlying tf.Variables freezes them.
-    """
-    import tensorflow as tf
-
-    if not any(getattr(layer, "tflite_fused", False) for layer in model.layers):
-        return None
-    holder = tf.Module()
-    holder.tracked = [getattr(v, "value", v) for v in model.variables]
-    return holder
 
 
 def representative_dataset(calibration: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -113,13 +73,13 @@ def make_converter(
 
     if precision not in PRECISIONS:
         raise UserError(f"tflite has no {precision!r} precision; choose one of {PRECISIONS}")
-    signature = _input_signature(model, input_signature)
+    signature = sig.input_signature(model, input_signature)
     if precision in FULL_INTEGER:
         calibration = check_calibration(calibration, signature[0].shape, f"tflite-{precision}")
-    # No trackable_obj on purpose: passing the Keras 3 model there (TF 2.21) leaves its
-    # variables as uninitialised READ_VARIABLE ops and the .tflite outputs NaN.
+    # The trackable object is a tf.Module over the model's tf.Variables, not the Keras 3 model
+    # (that leaves them unfrozen: NaN outputs); with it the file gets its `serving_default`.
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [_concrete_function(model, signature)], _fusing_trackable(model)
+        [sig.concrete_function(model, signature)], sig.variables_holder(model)
     )
     if precision == "fp32":
         return converter
@@ -291,5 +251,26 @@ def export_tflite(
             with _quiet_converter():
                 content = converter.convert()
         except Exception as exc:
-            raise UserError(f"TFLite conversion to {precision} failed: {exc}") from exc
+            raise ConversionFailed(f"tflite-{precision}", "TFLite conversion", exc) from exc
+    if precision in FULL_INTEGER:
+        check_kernels(content, f"tflite-{precision}")
     return atomic_write_bytes(filepath, content)
+
+
+def check_kernels(content: bytes, artifact: str) -> None:
+    """Fail with ConversionFailed when LiteRT cannot prepare the converted integer model.
+
+    The converter writes ops whose integer kernels then refuse this model's scales (MobileNetV2
+    at int16x8: "no_integer_overflow_from_quantization was not true ... DEPTHWISE_CONV_2D
+    failed to prepare"); such a file is a precision that cannot apply, not an artifact.
+    Default kernels only: LiteRT's reference kernels abort the process on some int8 models.
+    """
+    from ai_edge_litert import interpreter as litert
+
+    from toolkit.core.quiet import captured
+
+    try:
+        with captured():
+            litert.Interpreter(model_content=content).allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        raise ConversionFailed(artifact, "LiteRT kernel preparation", exc) from exc

@@ -166,6 +166,8 @@ class Report:
     data: dict[str, Any] = field(default_factory=dict)  # {"name", "samples", "task"}
     created: str = field(default_factory=now_iso)
     budget: dict[str, Any] | None = None  # {"max_drop", "chosen", "ladder": [...]}; carried
+    # Artifacts that could not apply to this model, left out of the export: [{"name", "reason"}]
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def metric_name(self) -> str:
@@ -191,6 +193,7 @@ class Report:
         }
         if self.budget is not None:
             out["budget"] = self.budget
+        out["skipped"] = self.skipped
         return out
 
     def to_json(self) -> str:
@@ -221,6 +224,7 @@ class Report:
             data=data.get("data", {}),
             created=data.get("created", ""),
             budget=data.get("budget"),
+            skipped=list(data.get("skipped") or []),
         )
 
     @classmethod

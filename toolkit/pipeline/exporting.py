@@ -50,7 +50,7 @@ def run_export(
     (after publishing the dir and its report, which says why) when a budget is not met.
     """
     from toolkit.convert import select
-    from toolkit.convert.stage import export
+    from toolkit.convert.stage import export, skippable
     from toolkit.core.errors import GateFailed, UserError
     from toolkit.core.modelio import load_model
     from toolkit.data.evaldata import (
@@ -86,6 +86,7 @@ def run_export(
 
     budget = None
     validated: list[Any] = []
+    skipped: list[dict[str, str]] = []  # artifacts that cannot apply: report.json's `skipped`
 
     def validate_staged(staging: Path, staged: list[Path]) -> None:
         """Measure the staged artifacts; the report names their final paths."""
@@ -97,6 +98,7 @@ def run_export(
             row.path = str(export_dir / Path(row.path).name)
         if budget is not None:
             report.budget = budget
+        report.skipped = list(skipped)
         report.apply_budget_flags(max_drop)
         save_report(report, staging)
         validated.append(report)
@@ -127,11 +129,12 @@ def run_export(
         # A run with RUN/optimized/: its twins go into the same dir and report.
         with optimized_artifacts(loaded, chosen_formats, calibration=calibration, opset=opset,
                                  enabled=optimized, export_dir=export_dir,
-                                 force=force) as variants:  # fmt: skip
+                                 force=force, skipped=skipped) as variants:  # fmt: skip
             result = export(
                 loaded.model, chosen_formats, export_dir, calibration=calibration,
                 input_spec=loaded.input_spec_path, opset=opset, force=force, finish=finish,
-                extra_files=variants,
+                extra_files=variants, skipped=skipped,
+                optional=skippable(chosen_formats, formats, precisions),
             )  # fmt: skip
     if ds is None:
         return result, None

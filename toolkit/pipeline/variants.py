@@ -25,14 +25,18 @@ def build(
     *,
     calibration: Any = None,
     opset: int = 17,
+    skipped: list[dict[str, str]] | None = None,
 ) -> list[Path]:
     """Convert the optimized model to every non-Keras format asked for, into `staging`.
 
     The optimized model is not the reference (the dense one is), so its Keras file is not
     exported. A format that cannot convert this variant (e.g. int16x8 of a QAT graph) is skipped
-    with a warning rather than sinking the plain export.
+    with one line rather than sinking the plain export, and appended to `skipped` (the rows
+    report.json lists, as the plain export's own skips are).
     """
     from toolkit.convert import convert
+    from toolkit.convert.calibration import short_reason
+    from toolkit.convert.stage import skip_row
     from toolkit.core.modelio import load_model
     from toolkit.core.progress import console
 
@@ -47,9 +51,9 @@ def build(
             try:
                 path = convert(model, fmt, work, calibration=calibration, **opts)
             except Exception as exc:  # one variant failing must not sink the export
-                text = str(exc).strip()
-                reason = text.splitlines()[0][:200] if text else type(exc).__name__
-                console.print(f"[yellow]warning:[/] skipped {variant.name}: {reason}")
+                row = skip_row(variant.name, getattr(exc, "reason", None) or short_reason(exc))
+                if skipped is not None:
+                    skipped.append(row)
                 continue
             written.append(Path(shutil.move(str(path), staging / variant.filename)))
     finally:
@@ -67,10 +71,12 @@ def optimized_artifacts(
     enabled: bool = True,
     export_dir: Path | None = None,
     force: bool = False,
+    skipped: list[dict[str, str]] | None = None,
 ) -> Iterator[list[Path]]:
     """The variant files of a loaded run's RUN/optimized/ (none if absent), in a temp dir that
     lives while the export copies them in. `export_dir`/`force` are checked first, so an
-    export that would be refused fails before these conversions rather than after."""
+    export that would be refused fails before these conversions rather than after. Variants
+    that cannot convert are appended to `skipped`."""
     from toolkit.core.rundir import check_run_dir
 
     found = optimized_dir(Path(loaded.path)) if enabled and loaded.kind == "run" else None
@@ -81,6 +87,6 @@ def optimized_artifacts(
         check_run_dir(Path(export_dir), force)
     staging = Path(tempfile.mkdtemp(prefix="keras-edge-variants-"))
     try:
-        yield build(*found, formats, staging, calibration=calibration, opset=opset)
+        yield build(*found, formats, staging, calibration=calibration, opset=opset, skipped=skipped)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

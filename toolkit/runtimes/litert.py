@@ -11,6 +11,7 @@ from toolkit.core.errors import UserError
 from toolkit.runtimes.base import Runner, TensorSpec
 
 DELEGATES = ("xnnpack", "reference")
+SIGNATURE_KEY = "serving_default"  # what TFLiteConverter writes and signature runners ask for
 
 
 def check_tflite_bytes(path: Path) -> None:
@@ -80,8 +81,15 @@ class LiteRTRunner(Runner):
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"LiteRT cannot load {self.path}: {exc}") from exc
         self.provider = delegate
-        in_details = self._interp.get_input_details()
-        out_details = self._interp.get_output_details()
+        self._signature = self._signature_runner()
+        if self._signature is not None:  # named like the Keras model: {"input": ...}
+            in_named = self._signature.get_input_details()
+            out_named = self._signature.get_output_details()
+            in_details = [{**d, "name": k} for k, d in in_named.items()]
+            out_details = [{**d, "name": k} for k, d in out_named.items()]
+        else:  # a foreign file without a SignatureDef: the subgraph's tensors, by index
+            in_details = self._interp.get_input_details()
+            out_details = self._interp.get_output_details()
         if len(in_details) != 1:
             raise UserError(
                 f"expected a single-input TFLite model; {self.path} has {len(in_details)} inputs"
@@ -92,7 +100,30 @@ class LiteRTRunner(Runner):
         self.outputs = [_spec(d) for d in out_details]
         self._batch: int | None = int(in_details[0]["shape"][0]) if self.inputs[0].shape else None
 
+    def _signature_runner(self) -> Any:
+        """The `serving_default` signature runner (what Android's `runSignature` uses), else
+        the only signature a file has, else None; only single-subgraph signatures, so the
+        tensor details and the variable reset below refer to the same graph."""
+        keys = list(self._interp.get_signature_list())
+        key = SIGNATURE_KEY if SIGNATURE_KEY in keys else (keys[0] if len(keys) == 1 else None)
+        if key is None:
+            return None
+        try:
+            runner = self._interp.get_signature_runner(key)
+        except ValueError:
+            return None
+        return runner if getattr(runner, "_subgraph_index", 0) == 0 else None
+
     def _run(self, x: np.ndarray) -> np.ndarray:
+        # Fused LSTM ops keep their state in variable tensors across invokes; every call here
+        # is an independent sequence, so start from zero state (a no-op for other models).
+        self._interp.reset_all_variables()
+        if self._signature is not None:
+            try:  # it resizes a dynamic batch to each call's batch itself
+                out = self._signature(**{self.inputs[0].name: x})
+            except (RuntimeError, ValueError) as exc:
+                raise UserError(f"LiteRT failed to run {self.path}: {exc}") from exc
+            return np.array(out[self.outputs[0].name])
         # A dynamic batch dim (-1 in the signature) is resized to each call's batch size; a fixed
         # one never is (the base class feeds it one sample at a time).
         if self.inputs[0].fixed_batch is None and self._batch != len(x):
@@ -100,9 +131,6 @@ class LiteRTRunner(Runner):
             self._interp.allocate_tensors()
             self._batch = len(x)
         self._interp.set_tensor(self._in_index, x)
-        # Fused LSTM ops keep their state in variable tensors across invokes; every call here
-        # is an independent sequence, so start from zero state (a no-op for other models).
-        self._interp.reset_all_variables()
         try:
             self._interp.invoke()
         except RuntimeError as exc:  # a model that loads but cannot run (corrupt op data)
@@ -110,4 +138,5 @@ class LiteRTRunner(Runner):
         return self._interp.get_tensor(self._out_index).copy()
 
     def close(self) -> None:
+        self._signature = None
         self._interp = None
