@@ -108,8 +108,8 @@ def test_mobilenet_export_prints_no_library_noise(cli, mobilenet):
     assert len(closing) == 1 and closing[0].endswith("hidden; --debug shows them"), lines[-5:]
     assert int(closing[0].split()[0]) > 0
 
-    shown = cli("--debug", "export", str(mobilenet / "mnv2.keras"), "--out",
-                str(mobilenet / "loud"), "--formats", "tflite-fp32,onnx-dynamic", *args)  # fmt: skip
+    loud = ("--out", str(mobilenet / "loud"), "--formats", "tflite-fp32,onnx-dynamic")
+    shown = cli("--debug", "export", str(mobilenet / "mnv2.keras"), *loud, *args)
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "INFO: Created TensorFlow Lite XNNPACK delegate" in shown.stderr
     assert "Please consider to run pre-processing before quantization" in shown.stderr
