@@ -67,6 +67,9 @@ class BuildContext:
     # regression: (mean, std) of the training targets. The head predicts standardized values and
     # a final Rescaling maps them back, so the model outputs real units yet trains well-scaled.
     target_scale: tuple[float, float] | None = None
+    # The run's optimizer steps (steps per epoch x epochs), when a training run builds the
+    # model: BatchNorm momentum from scratch depends on it (`scratch_bn_momentum`).
+    total_steps: int | None = None
 
     def regularizer(self) -> Any:
         import keras
@@ -121,3 +124,25 @@ class BuildContext:
                 f"builder {builder!r} needs images of at least {min_size}x{min_size}; "
                 f"got {shape[0]}x{shape[1]} (set dataset.image_size in the recipe)"
             )
+
+
+# BatchNorm momenta a from-scratch model may get, largest first: Keras' defaults and ours.
+BN_MOMENTA = (0.999, 0.99, 0.9)
+# The moving averages' window, 1 / (1 - momentum) steps, may be at most this share of a run.
+BN_WINDOW_SHARE = 0.02
+
+
+def scratch_bn_momentum(total_steps: int | None) -> float:
+    """The largest of 0.999 / 0.99 / 0.9 whose averaging window fits 2 % of the run's steps.
+
+    Inference uses the moving statistics, which trail the weights by about 1 / (1 - m) steps:
+    keras.applications' 0.999 averages over ~1,000 steps, so a 1,250-step run from scratch
+    ends with statistics of weights long gone and predicts one class. 1,250 steps -> 0.9,
+    5,000 -> 0.99, 50,000 -> 0.999; unknown -> 0.9 (what the cnn/resnet builders use).
+    """
+    if not total_steps:
+        return BN_MOMENTA[-1]
+    for momentum in BN_MOMENTA:
+        if 1.0 / (1.0 - momentum) <= BN_WINDOW_SHARE * total_steps:
+            return momentum
+    return BN_MOMENTA[-1]

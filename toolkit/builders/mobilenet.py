@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from toolkit.builders.base import BuildContext, register
+from toolkit.builders.base import BuildContext, register, scratch_bn_momentum
 from toolkit.core.errors import UserError
 
 _IMAGENET_SIZES = (96, 128, 160, 192, 224)
@@ -75,6 +75,25 @@ def _backbone_input(ctx: BuildContext, x: Any, weights: str | None) -> Any:
     return x
 
 
+def set_bn_momentum(
+    backbone: Any, ctx: BuildContext, weights: str | None, bn_momentum: float | None, name: str
+) -> None:
+    """keras.applications builds BatchNorm with momentum 0.999, right for ImageNet-length runs
+    and pretrained weights, fatal from scratch on a short run (see `scratch_bn_momentum`).
+    `bn_momentum: null` keeps a pretrained backbone's and picks one for the run otherwise."""
+    from keras import layers
+
+    if bn_momentum is None:
+        if weights is not None:
+            return
+        bn_momentum = scratch_bn_momentum(ctx.total_steps)
+    if not 0.0 < float(bn_momentum) < 1.0:
+        raise UserError(f"{name}: bn_momentum must be between 0 and 1; got {bn_momentum}")
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = float(bn_momentum)
+
+
 def _finish(ctx: BuildContext, backbone: Any, inputs: Any, dropout: float, name: str) -> Any:
     import keras
     from keras import layers
@@ -92,9 +111,15 @@ def _finish(ctx: BuildContext, backbone: Any, inputs: Any, dropout: float, name:
     normalize="symmetric",
 )
 def mobilenet_v2(
-    ctx: BuildContext, *, alpha: float = 0.35, weights: str | None = None, dropout: float = 0.2
+    ctx: BuildContext,
+    *,
+    alpha: float = 0.35,
+    weights: str | None = None,
+    dropout: float = 0.2,
+    bn_momentum: float | None = None,
 ) -> Any:
-    """Inputs are mapped to [-1, 1] by the baked-in preprocessing (what the weights expect)."""
+    """Inputs are mapped to [-1, 1] by the baked-in preprocessing (what the weights expect).
+    bn_momentum null: chosen from the run's steps from scratch, kept with pretrained weights."""
     import keras
 
     ctx.require_image("mobilenet_v2", min_size=32)
@@ -106,12 +131,13 @@ def mobilenet_v2(
             input_shape=tuple(x.shape[1:]), input_tensor=x, alpha=alpha, include_top=False,
             weights=w,
         )  # fmt: skip
+    set_bn_momentum(backbone, ctx, w, bn_momentum, "mobilenet_v2")
     return _finish(ctx, backbone, inputs, dropout, "mobilenet_v2")
 
 
 def _mobilenet_v3(
     ctx: BuildContext, name: str, app: str, alpha: float, minimalistic: bool,
-    weights: str | None, dropout: float,
+    weights: str | None, dropout: float, bn_momentum: float | None,
 ) -> Any:  # fmt: skip
     """Both V3 sizes: our preprocessing replaces keras.applications' own Rescaling layer."""
     import keras
@@ -130,6 +156,7 @@ def _mobilenet_v3(
             weights=w,
             include_preprocessing=False,
         )
+    set_bn_momentum(backbone, ctx, w, bn_momentum, name)
     return _finish(ctx, backbone, inputs, dropout, name)
 
 
@@ -147,11 +174,11 @@ def mobilenet_v3_small(
     minimalistic: bool = True,
     weights: str | None = None,
     dropout: float = 0.2,
+    bn_momentum: float | None = None,
 ) -> Any:
     """Minimalistic by default: hard-swish and squeeze-excite cost int8 accuracy on devices."""
-    return _mobilenet_v3(
-        ctx, "mobilenet_v3_small", "MobileNetV3Small", alpha, minimalistic, weights, dropout
-    )
+    name, app = "mobilenet_v3_small", "MobileNetV3Small"
+    return _mobilenet_v3(ctx, name, app, alpha, minimalistic, weights, dropout, bn_momentum)
 
 
 @register(
@@ -168,8 +195,8 @@ def mobilenet_v3_large(
     minimalistic: bool = True,
     weights: str | None = None,
     dropout: float = 0.2,
+    bn_momentum: float | None = None,
 ) -> Any:
     """The larger V3 for phones; minimalistic by default for the same int8 reasons as Small."""
-    return _mobilenet_v3(
-        ctx, "mobilenet_v3_large", "MobileNetV3Large", alpha, minimalistic, weights, dropout
-    )
+    name, app = "mobilenet_v3_large", "MobileNetV3Large"
+    return _mobilenet_v3(ctx, name, app, alpha, minimalistic, weights, dropout, bn_momentum)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from toolkit.builders.base import BuildContext, register
-from toolkit.builders.mobilenet import _backbone_input, _finish, _offline_weights, _weights_arg
+from toolkit.builders.mobilenet import (
+    _backbone_input,
+    _finish,
+    _offline_weights,
+    _weights_arg,
+    set_bn_momentum,
+)
 from toolkit.core.errors import UserError
 
 
@@ -23,6 +29,7 @@ def mobilenet_v1(
     depth_multiplier: int = 1,
     weights: str | None = None,
     dropout: float = 0.2,
+    bn_momentum: float | None = None,
 ) -> Any:
     """ReLU6 and plain depthwise/pointwise convolutions: the most int8-robust MobileNet."""
     import keras
@@ -42,4 +49,5 @@ def mobilenet_v1(
             include_top=False,
             weights=w,
         )
+    set_bn_momentum(backbone, ctx, w, bn_momentum, "mobilenet_v1")
     return _finish(ctx, backbone, inputs, dropout, "mobilenet_v1")

@@ -18,6 +18,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _warning_cell(finding: dict[str, Any]) -> str:
+    """A short table cell; the full message is printed under the table."""
+    if finding.get("kind") == "collapse":
+        first, last = finding["epochs"]
+        back = finding.get("recovered_epoch")
+        tail = f", recovered at epoch {back}" if back else ", not recovered"
+        return f"val at baseline, epochs {first}-{last}{tail}"
+    if finding.get("kind") == "input_size":
+        return "feature map below 2x2"
+    return str(finding.get("kind", "warning"))
+
+
 def print_train_summary(result: Any) -> None:
     m = result.metrics
     test = m["test"]
@@ -31,7 +43,14 @@ def print_train_summary(result: Any) -> None:
     if task.baseline is not None:
         baseline = task.baseline_means
         table.add_row(f"baseline ({baseline})", _fmt(m["baseline"]), "")
+    for finding in m.get("warnings") or []:
+        table.add_row("[yellow]warning[/]", _warning_cell(finding), "")
     console.print(table)
+    for finding in m.get("warnings") or []:
+        console.print(f"[yellow]warning:[/] {finding['message']}", highlight=False, soft_wrap=True)
+    if m.get("class_weight"):
+        weights = ", ".join(f"{k} {v:.2f}" for k, v in m["class_weight"].items())
+        console.print(f"class weights (balanced): {weights}", highlight=False)
     console.print(
         f"{m['params']:,} parameters, {m['epochs_run']} epoch(s) in {m['train_seconds']:.0f} s, "
         f"{test['samples']} test samples"

@@ -114,6 +114,9 @@ class TrainConfig(_Strict):
     checkpoint: Literal["best", "last"] = "best"
     seed: int = 0
     tensorboard: bool = True
+    # balanced: each class weighs n_samples / (n_classes * its count) in the loss
+    # (scikit-learn's compute_class_weight), so a rare class is not simply ignored.
+    class_weight: Literal["balanced"] | None = None
 
 
 class TransferConfig(_Strict):

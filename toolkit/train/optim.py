@@ -47,7 +47,10 @@ def metrics_for(loss: str) -> list[Any]:
     }
     if loss == "reconstruction":
         return []  # the loss is the metric: mean reconstruction error on normal samples
-    return table.get(loss, [keras.metrics.MeanAbsoluteError("mae")])
+    # R² beside MAE: the collapse check (train/health.py) compares train and val R² with 0.
+    return table.get(
+        loss, [keras.metrics.MeanAbsoluteError("mae"), keras.metrics.R2Score(name="r2")]
+    )
 
 
 def make_schedule(config: Any, base_lr: float, steps_per_epoch: int, epochs: int) -> Any:

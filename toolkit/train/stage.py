@@ -96,8 +96,11 @@ def _fine_tune_epochs(recipe: Recipe) -> int:
     return transfer.fine_tune_epochs if transfer is not None and transfer.pretrained else 0
 
 
-def build_for_data(recipe: Recipe, ds: Any, loss: str) -> tuple[Any, dict[str, Any]]:
-    """The recipe's builder on this data, with preprocessing baked in. Returns (model, record)."""
+def build_for_data(
+    recipe: Recipe, ds: Any, loss: str, total_steps: int | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The recipe's builder on this data, with preprocessing baked in. Returns (model, record).
+    `total_steps` (the run's optimizer steps) lets builders fit BatchNorm momentum to the run."""
     from toolkit.builders import BuildContext, build_model, get_builder
     from toolkit.data.preprocess import preprocessing_layers
 
@@ -119,6 +122,7 @@ def build_for_data(recipe: Recipe, ds: Any, loss: str) -> tuple[Any, dict[str, A
         l1=recipe.train.l1,
         l2=recipe.train.l2,
         dropout=recipe.train.dropout,
+        total_steps=total_steps,
     )
     ctx._binary = loss == "binary_crossentropy"
     if get_task(ds.task).output == "values":
@@ -131,6 +135,43 @@ def build_for_data(recipe: Recipe, ds: Any, loss: str) -> tuple[Any, dict[str, A
 def _regression_width(ds: Any) -> int:
     y = np.asarray(ds.train.y)
     return 1 if y.ndim == 1 else int(y.shape[1])
+
+
+def warn(message: str) -> None:
+    """One yellow `warning:` line on stderr, beside the progress output."""
+    from toolkit.core.progress import console
+
+    console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def class_weights(recipe: Recipe, ds: Any) -> dict[int, float] | None:
+    """`train.class_weight: balanced` -> {class index: weight} (scikit-learn's rule)."""
+    if recipe.train.class_weight is None:
+        return None
+    if not get_task(ds.task).classifies:
+        raise UserError(f"recipe: train.class_weight needs classes; this dataset is {ds.task}")
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.arange(ds.num_classes)
+    weights = compute_class_weight(recipe.train.class_weight, classes=classes, y=ds.train.y)
+    return {int(c): round(float(w), 6) for c, w in zip(classes, weights, strict=True)}
+
+
+def _watch(model: Any, ds: Any, total_steps: int) -> Any:
+    """The collapse check for this run's task (train/health.py)."""
+    from toolkit.train.health import bn_momenta, collapse_callback
+
+    baseline = None
+    if get_task(ds.task).classifies:
+        values, counts = np.unique(np.asarray(ds.train.y), return_counts=True)
+        baseline = float(np.mean(np.asarray(ds.val.y) == values[np.argmax(counts)]))
+    return collapse_callback(
+        "regression" if ds.task == "regression" else "classification",
+        baseline,
+        total_steps=total_steps,
+        bn_momentum=bn_momenta(model),
+        log=warn,
+    )
 
 
 def _history(path: Path) -> dict[str, list[float]]:
@@ -149,10 +190,12 @@ def train(
     name: str | None = None,
     force: bool = False,
     extra_callbacks: list[Any] | None = None,
+    dataset: Any = None,
 ) -> TrainResult:
     """Train a recipe (a Recipe, a built-in name or a YAML path) and write runs/<name>/;
     returns the test metrics and where it all went. A recipe's `optimize:` section runs from
-    `pipeline.training.run_training` (what `keras-edge train` calls), not here."""
+    `pipeline.training.run_training` (what `keras-edge train` calls), not here. `dataset`: the
+    recipe's data already loaded (the one-line start loads it once to choose the recipe)."""
     import keras
     import tensorflow as tf
 
@@ -174,11 +217,23 @@ def train(
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
 
-    ds = load_dataset(recipe.dataset.spec())
+    ds = dataset if dataset is not None else load_dataset(recipe.dataset.spec())
+    for note in ds.notes:  # skipped files, mixed image sizes: worth a line before training
+        warn(note)
     _check_training_options(recipe, ds.task)
     loss = resolve_loss(cfg.loss, ds.task, ds.num_classes)
-    model, record = build_for_data(recipe, ds, loss)
+    weights = class_weights(recipe, ds)
     steps = int(np.ceil(len(ds.train) / cfg.batch_size))
+    total_steps = steps * (cfg.epochs + _fine_tune_epochs(recipe))
+    model, record = build_for_data(recipe, ds, loss, total_steps)
+    from toolkit.train.health import bn_momenta, input_size_warning
+
+    builder = recipe.model.builder if recipe.transfer is None else recipe.transfer.backbone
+    findings: list[dict[str, Any]] = []
+    small = input_size_warning(model, Path(builder).name)
+    if small:
+        warn(small)
+        findings.append({"kind": "input_size", "message": small})
     schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, steps, cfg.epochs)
     model.compile(
         optimizer=make_optimizer(cfg.optimizer, schedule),
@@ -189,7 +244,8 @@ def train(
 
     with atomic_dir(final, force=force) as work:
         started = time.perf_counter()
-        callbacks = _callbacks(recipe, work, ds.task) + list(extra_callbacks or [])
+        watch = _watch(model, ds, total_steps)
+        callbacks = [*_callbacks(recipe, work, ds.task), watch, *(extra_callbacks or [])]
         model.fit(
             train_ds,
             validation_data=val_ds,
@@ -197,6 +253,7 @@ def train(
             verbose=0,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
             callbacks=callbacks,
+            class_weight=weights,
         )
         if recipe.transfer is not None:  # phase 2: unfreeze the backbone's top layers
             from toolkit.train.transfer import fine_tune
@@ -216,6 +273,11 @@ def train(
             params=int(model.count_params()),
             loss=loss,
             skipped_files=ds.skipped,
+            bn_momentum=bn_momenta(model),
+            class_weight=(
+                {ds.labels[c]: w for c, w in weights.items()} if weights and ds.labels else None
+            ),
+            warnings=findings + ([watch.finding] if watch.finding else []),
         )
         model.save(str(work / "model.keras"))
         save_input_spec(build_input_spec(ds, record, recipe.dataset.spec()), work)

@@ -1,4 +1,9 @@
-"""`keras-edge train RECIPE`: train a recipe into runs/<name>/ and print a summary table."""
+"""`keras-edge train RECIPE` or `keras-edge train --data KIND:PATH`: train into runs/<name>/.
+
+Without a RECIPE, `--data` is a one-line start: the recipe is chosen from the data
+(`toolkit.train.autorecipe`), printed, and saved with the run. With a RECIPE, `--data`,
+`--builder` and `--image-size` override its dataset, builder and image size.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,16 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
 
 
 def train_command(
-    recipe: str = typer.Argument(..., help="Built-in recipe name (see models/) or a YAML path."),
+    recipe: str | None = typer.Argument(
+        None, help="Built-in recipe name (see models/) or a YAML path; omit it with --data."
+    ),
+    data: str | None = typer.Option(
+        None, "--data", help="KIND:PATH (image-folder:, csv:, npz:, ...) or a dataset name."
+    ),
+    builder: str | None = typer.Option(None, "--builder", help="Model builder (see builders)."),
+    image_size: int | None = typer.Option(
+        None, "--image-size", help="Square image size N (NxN) for image data."
+    ),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override train.epochs."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1),
     lr: float | None = typer.Option(None, "--lr", min=0.0, help="Learning rate."),
@@ -41,7 +55,8 @@ def train_command(
         None, "--backbone", help="Transfer-learn from a Keras file or builder (transfer.backbone)."
     ),
 ) -> None:
-    """Train a recipe; writes runs/<name>/ (model.keras, metrics.json, plots/, ...).
+    """Train a recipe, or pick one from --data; writes runs/<name>/ (model.keras, recipe.yaml,
+    metrics.json, plots/, ...).
 
     A recipe with an `optimize:` section is then pruned/clustered/QAT-ed into
     runs/<name>/optimized/, which `keras-edge export runs/<name>` exports beside the plain model.
@@ -50,7 +65,28 @@ def train_command(
     from toolkit.core.progress import console
     from toolkit.pipeline.training import run_training
 
+    if image_size is not None and image_size < 1:
+        raise UserError(f"--image-size must be a positive number of pixels; got {image_size}")
+    chosen: Any = recipe
+    dataset = None
+    if recipe is None:
+        if data is None:
+            raise UserError(
+                "give a RECIPE (a built-in name or a YAML file) or --data KIND:PATH "
+                "(e.g. keras-edge train --data image-folder:photos)"
+            )
+        from toolkit.train.autorecipe import auto_recipe
+
+        auto = auto_recipe(data, builder=builder, image_size=image_size, epochs=epochs, name=name)
+        chosen, dataset, epochs = auto.recipe, auto.dataset, None
+        data = builder = image_size = None  # already in the recipe
+        for note in auto.notes:
+            console.print(note, highlight=False, soft_wrap=True)
     overrides = {
+        "dataset.name": data,
+        "dataset.image_size": [image_size, image_size] if image_size else None,
+        "model.builder": builder,
+        "model.args": {} if builder else None,
         "train.epochs": epochs,
         "train.batch_size": batch_size,
         "train.optimizer.learning_rate": lr,
@@ -59,8 +95,14 @@ def train_command(
         "transfer.backbone": backbone,
         **parse_sets(sets),
     }
-    result = run_training(recipe, overrides, runs_dir=runs_dir, name=name, force=force,
-                          log=lambda m: console.print(m, highlight=False))  # fmt: skip
+    if recipe is None:  # show the recipe as it will run, overrides applied
+        shown = chosen.with_overrides(overrides)
+        where = Path(runs_dir) / (name or shown.name) / "recipe.yaml"
+        console.print(f"recipe (saved as {where}):", highlight=False, soft_wrap=True)
+        console.print(shown.to_yaml().rstrip(), highlight=False, markup=False, soft_wrap=True)
+    result = run_training(chosen, overrides, runs_dir=runs_dir, name=name, force=force,
+                          log=lambda m: console.print(m, highlight=False),
+                          dataset=dataset)  # fmt: skip
     print_train_summary(result)
     if result.optimized is not None:  # the recipe's optimize: section ran
         from toolkit.cli.commands.optimize_cmd import print_result
