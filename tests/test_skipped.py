@@ -131,6 +131,10 @@ def test_qat_export_skips_int16x8_and_lists_it_in_the_report(cli, qat_run):
     assert {"tflite-fp32", "tflite-int8", "onnx-int8"} <= exported
     assert not exported & set(names)
     assert not (optimized / "export" / "model-int16x8.tflite").exists()
+    from toolkit.convert.tflite_signature import signature_keys
+
+    for tflite in (optimized / "export").glob("*.tflite"):  # the QAT graph's files too
+        assert signature_keys(tflite.read_bytes()) == ["serving_default"], tflite.name
 
     asked = cli("export", str(optimized), "--formats", "tflite-int16x8", "--out",
                 str(qat_run / "only16"), "--latency-runs", "0")  # fmt: skip
