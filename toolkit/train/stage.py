@@ -258,7 +258,7 @@ def train(
         if recipe.transfer is not None:  # phase 2: unfreeze the backbone's top layers
             from toolkit.train.transfer import fine_tune
 
-            fine_tune(model, recipe, train_ds, val_ds, callbacks, loss)
+            fine_tune(model, recipe, train_ds, val_ds, callbacks, loss, weights)
         seconds = time.perf_counter() - started
         best = work / "best.weights.h5"
         if best.exists():

@@ -202,6 +202,7 @@ def fine_tune(
     val_ds: Any,
     callbacks: list[Any],
     loss: str,
+    class_weight: dict[int, float] | None = None,
 ) -> int:
     """Phase 2: unfreeze the top layers, recompile at a lower constant LR, train on.
 
@@ -234,5 +235,6 @@ def fine_tune(
         verbose=0,
         shuffle=False,
         callbacks=callbacks,
+        class_weight=class_weight,  # phase 2 weighs classes as phase 1 did
     )
     return config.fine_tune_epochs
