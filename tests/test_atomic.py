@@ -147,7 +147,7 @@ def test_failed_budget_publishes_the_dir_with_its_report(tiny_models, tmp_path) 
     from toolkit.pipeline.exporting import run_export
 
     out = tmp_path / "gated"
-    with pytest.raises(GateFailed, match="over --max-drop"):
+    with pytest.raises(GateFailed, match="outside --max-drop"):
         run_export(tiny_models["run"], formats=["tflite"], precisions=["fp32"], out=out,
                    max_drop=-1.0, latency_runs=1)  # fmt: skip
     report = json.loads((out / "report.json").read_text())

@@ -331,3 +331,16 @@ def test_retrained_model_tolerance_follows_sample_size(files) -> None:
     failed = check(mutated(files, lower(0.06, True)), files[1])
     row = next(r for r in failed.rows if (r.subject, r.check) == key)
     assert row.status == "fail" and "noise floor" in row.message
+
+
+def test_a_failing_drop_says_whether_it_is_significant(files) -> None:
+    def worse(data: dict) -> None:
+        row = data["artifacts"][1]
+        row["metric"]["value"] -= 0.05
+        row["drop"] += 0.05
+        row.update(drop_ci95=[0.03, 0.07], mcnemar_p=0.001, significant=True)
+
+    result = check(mutated(files, worse), files[1])
+    row = next(r for r in result.rows if (r.subject, r.check) == ("tflite-int8 litert/xnnpack",
+                                                                   "drop"))  # fmt: skip
+    assert row.status == "fail" and "significant (McNemar p 0.001)" in row.message

@@ -391,7 +391,7 @@ def test_npz_images_tables_and_sequences(tmp_path):
 def test_npz_errors(tmp_path):
     user_error(f"npz:{tmp_path / 'missing.npz'}", "file not found")
     np.savez(tmp_path / "keys.npz", X=np.zeros((5, 2)), labels=np.zeros(5))
-    user_error(f"npz:{tmp_path / 'keys.npz'}", "needs arrays named 'x'.*'y'.*has 'X', 'labels'")
+    user_error(f"npz:{tmp_path / 'keys.npz'}", "needs an array named 'x'.*'y'.*has 'X', 'labels'")
     ragged = np.array([[1, 2], [3]], dtype=object)
     np.savez(tmp_path / "ragged.npz", x=ragged, y=np.array([0, 1]))
     user_error(f"npz:{tmp_path / 'ragged.npz'}", "array 'x' holds Python objects")

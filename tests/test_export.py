@@ -88,7 +88,7 @@ def test_validate_re_runs_from_disk_and_gates_on_a_broken_artifact(exported, cli
     failed = cli("validate", str(copy), "--data", "digits", "--latency-runs", "2",
                  "--max-drop", "0.01")  # fmt: skip
     assert failed.returncode == 1, failed.stderr[-1500:]
-    assert "over --max-drop 0.01" in failed.stderr
+    assert "outside --max-drop 0.01" in failed.stderr
 
 
 def test_budget_ladder_walks_every_rung_cheapest_first(run_dir, tmp_path) -> None:

@@ -28,7 +28,18 @@ keras = pytest.importorskip("keras")
 
 N_CLASSES = 3
 ARTIFACTS = ("keras-fp32", "tflite-fp32", "tflite-int8", "tflite-fp16", "onnx-fp32", "onnx-int8")
-OPTIONAL_KEYS = {"error", "flags", "notes"}
+OPTIONAL_KEYS = {
+    "error",
+    "flags",
+    "notes",
+    "fidelity",
+    "drop_ci95",
+    "mcnemar_p",
+    "significant",
+    "samples",
+    "bit_exact",
+    "crash",
+}
 
 
 def stripes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +117,7 @@ def test_entries_have_exactly_the_design_keys(report):
     for entry in json.loads(report.to_json())["artifacts"]:
         assert set(ARTIFACT_KEYS) <= set(entry) <= set(ARTIFACT_KEYS) | OPTIONAL_KEYS
         assert "error" not in entry
+        assert {"sqnr_db", "cosine", "relative_rmse", "top5_agreement"} <= set(entry["fidelity"])
         assert set(entry["metric"]) == {"name", "value"} and set(entry["latency_ms"]) == {
             "p50",
             "p90",
@@ -133,6 +145,7 @@ def test_measurements_are_sane(report, export_dir):
         "name": "stripes (100 samples)",
         "samples": 100,
         "task": "classification",
+        "labelled": True,
     }
     assert {"toolkit", "tensorflow", "onnxruntime", "ai_edge_litert", "python"} <= set(
         report.versions

@@ -228,6 +228,14 @@ def _entry_rows(
     for r, note in zip(rows[1:4], (metric_note, drop_note, agree_note), strict=True):
         if r.status == "fail" and note:
             r.message += note
+    for r in rows[1:3]:  # metric and drop: is the artifact's drop vs its reference real?
+        if r.status == "fail" and row.significant is not None:
+            p = f"McNemar p {row.mcnemar_p:.3g}" if row.mcnemar_p is not None else "95 % interval"
+            r.message += (
+                f"; the drop vs the reference is significant ({p})"
+                if row.significant
+                else f"; the drop vs the reference is within noise at this sample size ({p})"
+            )
     return rows
 
 

@@ -71,13 +71,17 @@ def regression_metrics(
     y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
     y_pred = np.asarray(outputs, dtype=np.float64).reshape(len(y_true), -1)
     mse = float(metrics.mean_squared_error(y_true, y_pred))
-    return {
+    result: dict[str, Any] = {
         "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
         "mse": mse,
         "rmse": float(np.sqrt(mse)),
-        "r2": float(metrics.r2_score(y_true, y_pred)),
+        "r2": float(metrics.r2_score(y_true, y_pred)) if len(y_true) > 1 else None,
         "samples": len(y_true),
     }
+    if y_true.shape[1] > 1:  # several outputs: each one's MAE beside the overall mean
+        per = metrics.mean_absolute_error(y_true, y_pred, multioutput="raw_values")
+        result["mae_per_output"] = [float(v) for v in per]
+    return result
 
 
 def anomaly_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
@@ -146,3 +150,42 @@ def multilabel_metrics(
         "labels": labels or [str(i) for i in range(y_true.shape[1])],
         "samples": len(y_true),
     }
+
+
+SQNR_CAP_DB = 200.0  # identical outputs: report a finite ceiling, JSON has no infinity
+TOP_K = 5
+
+
+def fidelity(outputs: np.ndarray, reference: np.ndarray, classes: bool) -> dict[str, Any]:
+    """How closely an artifact reproduces the reference model's outputs, with no labels at all.
+
+    sqnr_db: 10 log10(signal power / error power) over every output value (capped at 200);
+    cosine: mean per-sample cosine similarity of the output vectors (two zero vectors agree);
+    relative_rmse: RMS error over RMS reference value; top5_agreement (class outputs): the
+    fraction of samples whose reference top-1 class is among the artifact's top 5.
+    """
+    out = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    ref = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    err = out - ref
+    signal, noise = float(np.sum(ref**2)), float(np.sum(err**2))
+    if noise == 0.0:
+        sqnr = SQNR_CAP_DB
+    elif signal == 0.0:
+        sqnr = -SQNR_CAP_DB
+    else:
+        sqnr = float(np.clip(10.0 * np.log10(signal / noise), -SQNR_CAP_DB, SQNR_CAP_DB))
+    norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
+    dots = np.sum(out * ref, axis=1)
+    both_zero = (np.linalg.norm(out, axis=1) == 0) & (np.linalg.norm(ref, axis=1) == 0)
+    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), both_zero.astype(float))
+    rms_ref = float(np.sqrt(np.mean(ref**2)))
+    result: dict[str, Any] = {
+        "sqnr_db": sqnr,
+        "cosine": float(np.mean(cos)),
+        "relative_rmse": float(np.sqrt(np.mean(err**2)) / rms_ref) if rms_ref > 0 else None,
+    }
+    if classes and ref.shape[1] > 1:
+        k = min(TOP_K, ref.shape[1])
+        top = np.argsort(-out, axis=1, kind="stable")[:, :k]
+        result[f"top{TOP_K}_agreement"] = float(np.mean(np.any(top == ref.argmax(1)[:, None], 1)))
+    return result

@@ -109,7 +109,20 @@ class ArtifactResult:
     agreement: float | None = None  # see AGREEMENT_MEANS
     max_abs_diff: float | None = None
     latency_ms: dict[str, float] | None = None  # {"p50", "p90"} at batch 1
+    # Label-free fidelity to the reference outputs: {"sqnr_db", "cosine", "relative_rmse",
+    # "top5_agreement" (class outputs)}; see core.metrics.fidelity.
+    fidelity: dict[str, Any] | None = None
+    # Is the drop noise? Paired-bootstrap 95 % interval of `drop`, exact McNemar p-value
+    # (accuracy-like metrics), and whether the drop is significant at 5 % (validate.stats).
+    drop_ci95: list[float] | None = None
+    mcnemar_p: float | None = None
+    significant: bool | None = None
     error: str | None = None  # set when the artifact failed to load or run here
+    crash: str | None = None  # the runtime's process died: "SIGABRT", "SIGSEGV", "exit 1"
+    # Set when this row ran on a subset (LiteRT reference kernels): how many samples, and the
+    # fraction of them whose outputs equal the XNNPACK row's bit for bit.
+    samples: int | None = None
+    bit_exact: float | None = None
     flags: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # Optimize steps of the model this artifact came from ("prune+cluster"); None: the plain
@@ -127,7 +140,18 @@ class ArtifactResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("error", "variant"):  # absent rather than null: older readers see no change
+        optional = (
+            "error",
+            "crash",
+            "variant",
+            "fidelity",
+            "drop_ci95",
+            "mcnemar_p",
+            "significant",
+            "samples",
+            "bit_exact",
+        )
+        for key in optional:  # absent rather than null: older readers see no change
             if data[key] is None:
                 del data[key]
         return data
@@ -141,8 +165,14 @@ class ArtifactResult:
         """One line for logs: 'tflite-int8 litert/xnnpack: accuracy 0.9700 (drop 0.0100) ...'."""
         if self.error:
             return f"{self.name} {self.where}: FAILED {self.error}"
-        text = f"{self.name} {self.where}: {self.metric['name']} {self.metric['value']:.4f}"
-        text += f" (drop {self.drop:+.4f}, agreement {self.agreement:.3f})"
+        value, drop = self.metric.get("value"), self.drop
+        text = f"{self.name} {self.where}: {self.metric['name']} "
+        text += "n/a" if value is None else f"{value:.4f}"
+        text += f" (drop {'n/a' if drop is None else format(drop, '+.4f')}"
+        text += f", agreement {self.agreement:.3f}" if self.agreement is not None else ""
+        if self.fidelity:
+            text += f", SQNR {self.fidelity['sqnr_db']:.1f} dB"
+        text += ")"
         if self.latency_ms:
             text += f", p50 {self.latency_ms['p50']:.3f} ms"
         return text
@@ -180,6 +210,14 @@ class Report:
 
         return higher_is_better(metric)
 
+    @property
+    def agreement_means(self) -> str:
+        """What `agreement` means for this report's task, in words (the Task registry's)."""
+        from toolkit.core.tasks import TASKS
+
+        task = TASKS.get(str(self.data.get("task", "")))
+        return task.agreement_means if task is not None else AGREEMENT_MEANS
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
@@ -189,7 +227,7 @@ class Report:
             "data": self.data,
             "created": self.created,
             "drop_means": DROP_MEANS,
-            "agreement_means": AGREEMENT_MEANS,
+            "agreement_means": self.agreement_means,
         }
         if self.budget is not None:
             out["budget"] = self.budget
@@ -253,7 +291,7 @@ class Report:
         where = f" on {runtime}" if runtime else ""
         raise UserError(f"no artifact {name!r}{where} in the report; it has: {shown or 'none'}")
 
-    def apply_budget_flags(self, max_drop: float | None) -> None:
+    def apply_budget_flags(self, max_drop: float | None, min_sqnr: float | None = None) -> None:
         """Recompute every row's flags: failures, drops over the budget, low agreement.
 
         With no budget, large drops are flagged as warnings only; nothing here fails a run
@@ -275,11 +313,26 @@ class Report:
                     flags.append(f"warning: drop {row.drop:.4g} > {warn_drop:.4g}")
             if row.agreement is not None and row.agreement < WARN_AGREEMENT:
                 flags.append(f"agreement {row.agreement:.3f} < {WARN_AGREEMENT}")
+            sqnr = (row.fidelity or {}).get("sqnr_db")
+            if min_sqnr is not None and sqnr is not None and sqnr < min_sqnr:
+                flags.append(f"SQNR {sqnr:.1f} dB < budget {min_sqnr:g} dB")
             row.flags = flags
 
-    def over_budget(self, max_drop: float) -> list[ArtifactResult]:
-        """Rows that failed to run or lose more than `max_drop` (for gates)."""
-        return [a for a in self.artifacts if a.error or (a.drop is not None and a.drop > max_drop)]
+    def over_budget(
+        self, max_drop: float | None, min_sqnr: float | None = None
+    ) -> list[ArtifactResult]:
+        """Rows that failed to run, lose more than `max_drop`, or reproduce the reference's
+        outputs below `min_sqnr` dB (for gates)."""
+
+        def over(a: ArtifactResult) -> bool:
+            sqnr = (a.fidelity or {}).get("sqnr_db")
+            return bool(
+                a.error
+                or (max_drop is not None and a.drop is not None and a.drop > max_drop)
+                or (min_sqnr is not None and (sqnr is None or sqnr < min_sqnr))
+            )
+
+        return [a for a in self.artifacts if over(a)]
 
 
 def human_bytes(n: int | None) -> str:

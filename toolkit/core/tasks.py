@@ -86,6 +86,15 @@ def _score_view(row: np.ndarray, labels: list[str], top_k: int) -> dict[str, Any
     return {"score": float(np.mean(np.asarray(row, dtype=np.float64)))}
 
 
+def anomaly_scores(outputs: np.ndarray, inputs: np.ndarray | None) -> np.ndarray:
+    """An autoencoder that outputs its reconstruction is scored by the per-sample MSE against its
+    input; a model that outputs a score (ours: the MSE inside the graph) is its own score."""
+    out = _flat(outputs)
+    if inputs is not None and out.shape[1] > 1 and out.shape[1] == _flat(inputs).shape[1]:
+        return np.mean((out - _flat(inputs)) ** 2, axis=1)
+    return out.mean(axis=1)
+
+
 def _no_metrics(y: np.ndarray, outputs: np.ndarray, labels: list[str] | None) -> dict[str, Any]:
     return {"samples": len(outputs)}
 
@@ -108,6 +117,8 @@ class Task:
     monitor: str  # what the best checkpoint watches
     view: View  # one prediction as JSON-able dict (predict, serve)
     output: str  # how a bundle post-processes raw outputs: "classes" | "values" | "score" | ...
+    # outputs (+ the inputs that produced them) -> what the metrics score; None: the outputs
+    scores: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None
 
     @property
     def needs_labels(self) -> bool:
@@ -219,6 +230,7 @@ TASKS: dict[str, Task] = {
             monitor="val_loss",
             view=_score_view,
             output="score",
+            scores=anomaly_scores,
         ),
         Task(
             name="features",
@@ -311,3 +323,51 @@ def evaluate_model(model: Any, ds: Any, batch_size: int = 256) -> dict[str, Any]
         out[split] = task_metrics(ds.task, data.y, outputs, ds.labels)
     out["baseline"] = majority_baseline(ds.task, ds.train.y, ds.test.y)
     return out
+
+
+def infer_task(
+    input_shape: tuple[int, ...],
+    output_shape: tuple[int, ...],
+    activation: str | None,
+    data_task: str | None,
+    classes: int = 0,
+) -> tuple[str, str]:
+    """(task, why) for a model that came without one, from its output and the data's labels."""
+    width = int(np.prod(output_shape)) if output_shape else 1
+    if tuple(output_shape) == tuple(input_shape) and width > 1:
+        return "anomaly", "output shape equals input shape"
+    if activation == "softmax":
+        return "classification", "softmax output"
+    if activation == "sigmoid":
+        if width > 1:
+            return "multilabel", f"{width} sigmoid outputs"
+        return "classification", "one sigmoid output"
+    if data_task in ("classification", "binary") and width in (classes, 1 if classes == 2 else -1):
+        return data_task, f"{width} outputs for the data's {classes} classes"
+    if data_task in ("regression", "multilabel", "anomaly"):
+        return data_task, f"the data's labels are {data_task} targets"
+    return "features", "no labels the outputs can be scored against"
+
+
+def check_task_fits(
+    task: str,
+    input_shape: tuple[int, ...],
+    output_shape: tuple[int, ...],
+    classes: int = 0,
+    targets: int = 0,
+) -> None:
+    """A task the model's outputs cannot serve is a UserError, before any conversion."""
+    from toolkit.core.errors import UserError
+
+    get_task(task)
+    width = int(np.prod(output_shape)) if output_shape else 1
+    shapes = f"the model maps {tuple(input_shape)} to {tuple(output_shape)}"
+    if task == "anomaly" and width > 1 and tuple(output_shape) != tuple(input_shape):
+        raise UserError(
+            f"--task anomaly needs a reconstruction (output shape = input shape) or one score "
+            f"per sample; {shapes}"
+        )
+    if task in ("classification", "binary") and classes and width not in (classes, 1):
+        raise UserError(f"--task {task}: the data has {classes} classes but {shapes}")
+    if task in ("regression", "multilabel") and targets and width != targets:
+        raise UserError(f"--task {task}: the data has {targets} target columns but {shapes}")

@@ -1,4 +1,7 @@
-"""`npz:PATH`: a NumPy archive with arrays `x` (inputs) and `y` (labels or targets).
+"""`npz:PATH`: a NumPy archive with arrays `x` (inputs) and, optionally, `y` (labels or targets).
+
+`y` may be one label per sample (classes; 0/1 for anomaly), several columns (multi-output
+regression, multilabel), or absent: `x` alone calibrates and measures label-free fidelity.
 
 Loaded with `allow_pickle=False`: an .npz is data, and unpickling a downloaded file can run
 arbitrary code. So object arrays (ragged Python lists) are refused; pad sequences to a fixed
@@ -17,7 +20,8 @@ from toolkit.data.base import DataSpec
 from toolkit.data.images import prepare_stack
 from toolkit.data.splits import Kind, Source, encode_targets
 
-REQUIRED = ("x", "y")
+REQUIRED = ("x",)
+OPTIONAL = ("y",)
 
 
 def pad_or_truncate(x: np.ndarray, length: int) -> np.ndarray:
@@ -48,12 +52,12 @@ def _read(path: Path, what: str) -> dict[str, np.ndarray]:
         missing = [k for k in REQUIRED if k not in archive.files]
         if missing:
             raise UserError(
-                f"{what}: needs arrays named 'x' (inputs) and 'y' (labels); it has "
+                f"{what}: needs an array named 'x' (inputs), and 'y' (labels) if labelled; it has "
                 f"{', '.join(repr(k) for k in archive.files) or 'no arrays'} "
                 f"(save with np.savez(path, x=..., y=...))"
             )
         arrays = {}
-        for key in REQUIRED:
+        for key in (*REQUIRED, *(k for k in OPTIONAL if k in archive.files)):
             try:
                 arrays[key] = archive[key]
             except ValueError as exc:  # object dtype needs pickle, which we never allow
@@ -102,8 +106,11 @@ def load_npz(spec: DataSpec, arg: str) -> Source:
     """Inputs of any numeric dtype come out float32; y is encoded like every other source."""
     what = f"npz {arg}"
     arrays = _read(Path(arg).expanduser(), what)
-    raw_y = arrays["y"]
-    y, task, labels = encode_targets(raw_y, spec.task, what)
+    if "y" in arrays:
+        y, task, labels = encode_targets(arrays["y"], spec.task, what)
+    else:  # unlabelled: calibration and fidelity only, whatever the model's task
+        n = len(arrays["x"]) if arrays["x"].ndim else 0
+        y, task, labels = np.zeros(n, dtype=np.float32), "features", None
     x = _check_inputs(arrays["x"], len(y), what)
     uint8_images = x.dtype == np.uint8
     x, kind = _shape_kind(x, spec, what)

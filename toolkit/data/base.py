@@ -16,7 +16,8 @@ import numpy as np
 if TYPE_CHECKING:  # heavy import only for type checkers
     import tensorflow as tf
 
-Task = Literal["classification", "regression"]
+# A name in the Task registry (toolkit.core.tasks): what the labels mean.
+Task = str
 
 
 @dataclass(frozen=True)

@@ -68,12 +68,14 @@ class EvalData:
     task: str  # a name in the Task registry (core.tasks)
     labels: list[str] | None = None
     name: str = ""
+    labelled: bool = True  # False: `y` is a placeholder; only label-free fidelity is measured
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, StreamedInputs):  # an image folder's split stays on disk
             self.x = np.asarray(self.x, dtype=np.float32)
         self.y = np.asarray(self.y)
-        get_task(self.task)  # an unknown task is a UserError naming the closest
+        if not get_task(self.task).needs_labels:
+            self.labelled = False
         if len(self.x) == 0:
             raise UserError("validation needs at least one held-out sample; got none")
         if len(self.x) != len(self.y):
@@ -83,6 +85,35 @@ class EvalData:
         if not self.name:
             self.name = f"held-out data ({len(self.x)} samples)"
 
+    @property
+    def metric_task(self) -> str:
+        """The task whose metrics can be computed: without labels, fidelity (`features`)."""
+        return self.task if self.labelled else "features"
+
+    def head(self, n: int) -> EvalData:
+        """The first `n` samples (the evaluation order is already a seeded shuffle): the
+        deterministic subset slow runtimes (LiteRT reference kernels) are checked on."""
+        if n >= len(self.x):
+            return self
+        if isinstance(self.x, StreamedInputs):
+            taken, got = [], 0
+            for batch in self.x.batches():
+                taken.append(batch[: n - got])
+                got += len(taken[-1])
+                if got >= n:
+                    break
+            x = np.concatenate(taken)
+        else:
+            x = self.x[:n]
+        return EvalData(x, self.y[:n], self.task, self.labels,
+                        name=f"{self.name}, first {n}", labelled=self.labelled)  # fmt: skip
+
+    def all_inputs(self) -> np.ndarray:
+        """Every input as one array (streamed splits are decoded once more)."""
+        if isinstance(self.x, StreamedInputs):
+            return np.concatenate(list(self.x.batches()))
+        return self.x
+
 
 def predict_batched(predict: Callable[[np.ndarray], np.ndarray], x: Any) -> np.ndarray:
     """`predict` over all of `x`: an array in one call, StreamedInputs batch by batch."""
@@ -91,8 +122,18 @@ def predict_batched(predict: Callable[[np.ndarray], np.ndarray], x: Any) -> np.n
     return np.asarray(predict(x))
 
 
-def dataset_for_model(loaded: Any, data: str | None, seed: int = 0) -> Any | None:
-    """`--data`, else the run's recipe dataset, else the dataset named in the input spec."""
+def dataset_for_model(
+    loaded: Any,
+    data: str | None,
+    seed: int = 0,
+    *,
+    task: str | None = None,
+    target: str | None = None,
+) -> Any | None:
+    """`--data`, else the run's recipe dataset, else the dataset named in the input spec.
+
+    `task` decides how `--data` labels are read (anomaly 0/1, several regression columns);
+    `target` names a CSV's target column(s), comma-separated."""
     from toolkit.core.modelio import model_input_shape
     from toolkit.core.recipe import load_recipe
     from toolkit.data import DataSpec, load_dataset
@@ -105,6 +146,8 @@ def dataset_for_model(loaded: Any, data: str | None, seed: int = 0) -> Any | Non
             image_size=(int(shape[0]), int(shape[1])) if image else None,
             color_mode=("grayscale" if shape[-1] == 1 else "rgb") if image else None,
             seed=seed,
+            task=task if task not in (None, "features") else None,
+            target=target,
         )
         return load_dataset(spec)
     if loaded.recipe_path is not None:
@@ -165,6 +208,7 @@ def eval_data(
     seed: int = 0,
     adapt: Adapter | None = None,
     parity_model: Any = None,
+    task: str | None = None,
 ) -> Any:
     """Held-out inputs and labels as EvalData (labels from `parity_model` when given).
 
@@ -180,7 +224,8 @@ def eval_data(
     if limit is not None and limit < len(y):  # take_x picks with the same seeded rule
         y = y[np.sort(np.random.default_rng(seed).choice(len(y), size=limit, replace=False))]
     name = f"{ds.name} {split} split ({len(y)} samples)"
-    task, labels = ds.task, ds.labels
+    labelled = ds.task != "features"  # an npz with `x` alone, or another unlabelled source
+    task, labels = task or ds.task, ds.labels
     if parity_model is not None:
         from toolkit.core.metrics import predicted_classes
 
@@ -190,4 +235,30 @@ def eval_data(
         y = outputs.astype(np.float32) if regression else predicted_classes(outputs)
         labels = None
         name += ", labels = reference predictions (parity, not accuracy)"
-    return EvalData(x, y, task, labels, name=name)
+        labelled = True
+    return EvalData(x, y, task, labels, name=name, labelled=labelled)
+
+
+def task_for_model(loaded: Any, ds: Any, explicit: str | None) -> tuple[str, str | None]:
+    """(task, note): `--task`, else the run's recipe task, else inferred from the model's output
+    and the data; the note says what was inferred and why (printed once by the caller)."""
+    from toolkit.core.model_outputs import final_activation, output_shape
+    from toolkit.core.modelio import model_input_shape
+    from toolkit.core.tasks import check_task_fits, get_task, infer_task
+
+    shape_in, shape_out = model_input_shape(loaded.model), output_shape(loaded.model)
+    labelled = ds is not None and ds.task != "features"
+    classes = ds.num_classes if labelled and get_task(ds.task).classifies else 0
+    targets = 0
+    if labelled and ds.task in ("regression", "multilabel"):
+        y = np.asarray(ds.train.y)
+        targets = 1 if y.ndim == 1 else int(y.shape[1])
+    if explicit:
+        check_task_fits(explicit, shape_in, shape_out, classes, targets)
+        return explicit, None
+    known = (loaded.input_spec or {}).get("task")
+    if known:
+        return str(known), None
+    task, why = infer_task(shape_in, shape_out, final_activation(loaded.model),
+                           ds.task if labelled else None, classes)  # fmt: skip
+    return task, f"task: {task}, inferred: {why}; override with --task"

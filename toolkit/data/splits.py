@@ -73,29 +73,72 @@ def _label_name(value: object) -> str:
     return str(value)
 
 
+def _numeric(values: np.ndarray, task: str, what: str) -> np.ndarray:
+    if not np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_:
+        raise UserError(
+            f"{what}: task is {task} but the target is not numeric "
+            f"(e.g. {values.flat[0]!r}); use task: classification"
+        )
+    y = values.astype(np.float32)
+    if not np.all(np.isfinite(y)):
+        row = int(np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(axis=1))[0])
+        raise UserError(f"{what}: target has a missing or infinite value at sample {row}")
+    return y
+
+
+def _zero_one(values: np.ndarray, task: str, what: str) -> np.ndarray:
+    y = _numeric(values, task, what)
+    if not np.all((y == 0) | (y == 1)):
+        bad = y[(y != 0) & (y != 1)].flat[0]
+        raise UserError(f"{what}: {task} labels must be 0 or 1; got {bad:g}")
+    return y.astype(np.int64)
+
+
 def encode_targets(
-    values: np.ndarray, task: Task | None, what: str
-) -> tuple[np.ndarray, Task, list[str] | None]:
-    """Raw targets -> (y, task, labels): int64 indices into sorted labels, or float32 values."""
+    values: np.ndarray, task: str | None, what: str
+) -> tuple[np.ndarray, str, list[str] | None]:
+    """Raw targets -> (y, task, labels).
+
+    classification/binary: int64 indices into sorted labels; regression: float32 values, one
+    column per output ((N,) or (N, K)); anomaly: 0 normal / 1 anomaly; multilabel: (N, L) 0/1.
+    Several target columns without a task mean regression (multilabel when all are 0/1).
+    """
     values = np.asarray(values)
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
-    if values.ndim != 1:
-        raise UserError(f"{what}: labels must be one value per sample; got shape {values.shape}")
-    task = task or infer_task(values)
+    if values.ndim not in (1, 2):
+        raise UserError(
+            f"{what}: labels must be (samples,) or (samples, outputs); got {values.shape}"
+        )
+    if task is None:
+        if values.ndim == 2:
+            numeric = np.issubdtype(values.dtype, np.number)
+            task = "multilabel" if numeric and np.isin(values, (0, 1)).all() else "regression"
+        else:
+            task = infer_task(values)
     if task == "regression":
-        if not np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_:
-            raise UserError(
-                f"{what}: task is regression but the target is not numeric "
-                f"(e.g. {values[0]!r}); use task: classification"
-            )
-        y = values.astype(np.float32)
-        if not np.all(np.isfinite(y)):
-            row = int(np.flatnonzero(~np.isfinite(y))[0])
-            raise UserError(f"{what}: target has a missing or infinite value at sample {row}")
-        return y, task, None
+        return _numeric(values, task, what), task, None
+    if task == "multilabel":
+        y = _zero_one(values, task, what)
+        y = y[:, None] if y.ndim == 1 else y
+        return y, task, [str(i) for i in range(y.shape[1])]
+    if task == "anomaly":
+        return _zero_one(values.reshape(len(values), -1)[:, 0] if values.ndim == 2 else values,
+                         task, what), task, ["normal", "anomaly"]  # fmt: skip
+    if values.ndim != 1:
+        raise UserError(
+            f"{what}: {task} needs one label per sample; got shape {values.shape} "
+            "(several target columns mean regression or multilabel)"
+        )
     classes, y = np.unique(values, return_inverse=True)
+    if task == "binary" and len(classes) != 2:
+        raise UserError(f"{what}: task binary needs exactly 2 classes; got {len(classes)}")
     return y.astype(np.int64), task, [_label_name(c) for c in classes]
+
+
+def stratifies(task: str) -> bool:
+    """Tasks whose one label per sample is a class: splits keep every class in each split."""
+    return task in ("classification", "binary")
 
 
 def check_fractions(spec: DataSpec) -> None:
@@ -134,7 +177,7 @@ def split_indices(
     from sklearn.model_selection import train_test_split
 
     check_fractions(spec)
-    classify = task == "classification"
+    classify = stratifies(task)
     idx = np.arange(len(y))
     if classify:
         _check_class_counts(y, labels or [], what)

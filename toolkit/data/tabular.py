@@ -1,4 +1,5 @@
-"""`csv:PATH`: a table with one target column; every other column is a numeric feature.
+"""`csv:PATH`: a table with one target column (or several, comma-separated in `target`);
+every other column is a numeric feature.
 
 Bad cells are reported, never silently imputed: a model trained on a quietly filled-in NaN
 column behaves differently on the device that sees the real values. Rows in messages are data
@@ -73,21 +74,25 @@ def load_csv(spec: DataSpec, arg: str) -> Source:
             f"found only {columns!r} (is the separator a comma?)"
         )
 
-    target = spec.target if spec.target is not None else columns[-1]
-    if target not in columns:
-        raise UserError(f"{what}: {unknown('target column', target, columns)}")
-    features = [c for c in columns if c != target]
+    # `target: a,b,c` (or `csv:PATH` with `target` naming several columns): multi-output.
+    targets = [t.strip() for t in spec.target.split(",")] if spec.target else [columns[-1]]
+    for target in targets:
+        if target not in columns:
+            raise UserError(f"{what}: {unknown('target column', target, columns)}")
+    features = [c for c in columns if c not in targets]
+    if not features:
+        raise UserError(f"{what}: every column is a target; at least one feature is needed")
     for column in features:
         _bad_cell(frame[column], what)
-
-    target_values = frame[target]
-    if target_values.isna().any():
-        row = int(np.flatnonzero(target_values.isna().to_numpy())[0])
-        raise UserError(
-            f"{what}: target column {target!r} has an empty value at row {row + 1}; "
-            f"fill or drop that row"
-        )
-    y, task, labels = encode_targets(target_values.to_numpy(), spec.task, what)
+    for target in targets:
+        if frame[target].isna().any():
+            row = int(np.flatnonzero(frame[target].isna().to_numpy())[0])
+            raise UserError(
+                f"{what}: target column {target!r} has an empty value at row {row + 1}; "
+                f"fill or drop that row"
+            )
+    values = frame[targets[0]].to_numpy() if len(targets) == 1 else frame[targets].to_numpy()
+    y, task, labels = encode_targets(values, spec.task, what)
     x = frame[features].apply(pd.to_numeric).to_numpy(dtype=np.float32)
     return Source(
         what=what,

@@ -150,9 +150,13 @@ def package(
     force: bool = False,
     ignore_budget: bool = False,
     samples: int | np.ndarray = 16,
+    task: str | None = None,
 ) -> BundleResult:
     """Build `<out>/<target>/` and `<out>/<target>.zip` from an export dir (default out:
-    EXPORT_DIR/../bundles). Raises GateFailed when the artifact is over the target's budget."""
+    EXPORT_DIR/../bundles). Raises GateFailed when the artifact is over the target's budget.
+
+    `task` decides how run.py post-processes outputs; default: the input spec's, else the
+    task the report was validated as, else classification."""
     from toolkit.core import __version__
     from toolkit.core.formats import get
     from toolkit.core.report import Report
@@ -193,6 +197,11 @@ def package(
     shape = [int(d) for d in entries[0]["inputs"][0]["shape"][1:]]
     spec, spec_notes = input_spec_for(export_dir, shape)
     notes += spec_notes
+    if task is not None or "task" not in spec:
+        from toolkit.core.tasks import get_task
+
+        known = (report.data.get("task") if report is not None else None) or "classification"
+        spec = {**spec, "task": get_task(task or known).name}
     if isinstance(samples, np.ndarray):
         x, sample_text = samples.astype(np.float32), f"{len(samples)} given inputs"
     else:

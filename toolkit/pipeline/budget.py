@@ -1,4 +1,8 @@
-"""`--precision auto --max-drop X`: the cheapest artifact that keeps accuracy inside a budget.
+"""`--precisions auto --max-drop X [--min-sqnr DB]`: the cheapest artifact inside a budget.
+
+The budget is a drop of the task's headline metric (AUC for anomaly, MAE for regression, ...),
+a floor on label-free fidelity (SQNR of the outputs vs the Keras model's, in dB: usable on
+unlabelled data), or both.
 
 Per format, rungs run cheapest first; each candidate is converted, measured in its real
 runtime on the *validation* split (the test split stays for the final report, so choosing does
@@ -23,6 +27,8 @@ import numpy as np
 from toolkit.convert import BY_NAME, Format, convert
 from toolkit.core.progress import console
 
+# A rung over the budget whose drop is within noise still wins, up to this multiple of it.
+NOISE_SLACK = 2.0
 SENSITIVE_STEPS = (1, 3)  # how many of the most sensitive layers/nodes to keep float, in turn
 
 
@@ -93,13 +99,49 @@ def onnx_rungs(model: Any, scratch: Path) -> Iterator[Rung]:
         yield Rung(f"onnx-{precision}", BY_NAME[f"onnx-{precision}"].description)
 
 
-def _measure(path: Path, data: Any, reference: Any) -> tuple[float, float]:
-    """(metric, drop) of one candidate in its default runtime, no latency runs."""
+@dataclass(frozen=True)
+class Budget:
+    """What an artifact must keep: at most `max_drop` of the headline metric, at least
+    `min_sqnr` dB of output fidelity. Either may be None (not asked)."""
+
+    max_drop: float | None = None
+    min_sqnr: float | None = None
+
+    def judge(
+        self, drop: float | None, sqnr: float | None, significant: bool | None = None
+    ) -> tuple[bool, str]:
+        """(within, reason). A drop over the budget that is not significant (indistinguishable
+        from the reference at this sample size, and at most NOISE_SLACK x the budget) is
+        within: the cheaper rung wins, and the reason says so."""
+        within, parts = True, []
+        if self.max_drop is not None:
+            ok = drop is not None and drop <= self.max_drop
+            shown = "n/a" if drop is None else f"{drop:.4f}"
+            if ok:
+                parts.append(f"drop {shown} <= budget {self.max_drop:.4f}")
+            elif drop is not None and significant is False and drop <= NOISE_SLACK * self.max_drop:
+                ok = True
+                parts.append(
+                    f"drop {shown} > budget {self.max_drop:.4f} but within noise (not "
+                    "significant at this sample size): the cheaper rung is kept"
+                )
+            else:
+                parts.append(f"drop {shown} > budget {self.max_drop:.4f}")
+            within &= ok
+        if self.min_sqnr is not None:
+            ok = sqnr is not None and sqnr >= self.min_sqnr
+            within &= ok
+            shown = "n/a" if sqnr is None else f"{sqnr:.1f}"
+            parts.append(f"SQNR {shown} {'>=' if ok else '<'} {self.min_sqnr:g} dB")
+        return within, "; ".join(parts)
+
+
+def _measure(path: Path, data: Any, reference: Any) -> Any:
+    """The candidate's row in its default runtime (metric, drop, fidelity, significance)."""
     from toolkit.validate.stage import validate
 
     report = validate([path], data, reference=reference, latency_runs=0, progress=False)
-    first = next(a for a in report.artifacts if not a.error)
-    return float(first.metric["value"]), float(first.drop)
+    return next(a for a in report.artifacts if not a.error)
 
 
 def search(
@@ -107,25 +149,26 @@ def search(
     fmt: str,
     data: Any,
     calibration: np.ndarray,
-    max_drop: float,
+    budget: Budget,
     scratch: Path,
 ) -> Choice:
-    """Walk one format's ladder; return the first rung within `max_drop` (and the log)."""
+    """Walk one format's ladder; return the first rung within `budget` (and the log)."""
     rungs = tflite_rungs(model, calibration) if fmt == "tflite" else onnx_rungs(model, scratch)
     ladder: list[dict[str, Any]] = []
     for i, rung in enumerate(rungs):
         where = scratch / f"rung{i}"
         try:
             path = convert(model, rung.fmt, where, calibration=calibration, **rung.options)
-            metric, drop = _measure(path, data, model)
+            row = _measure(path, data, model)
         except Exception as err:  # a rung that cannot be built is skipped, and logged
             ladder.append({"rung": rung.label, "name": rung.name, "error": str(err)[:200]})
             continue
-        within = drop <= max_drop
-        reason = f"drop {drop:.4f} {'<=' if within else '>'} budget {max_drop:.4f}"
+        sqnr = (row.fidelity or {}).get("sqnr_db")
+        within, reason = budget.judge(row.drop, sqnr, row.significant)
         ladder.append(
-            {"rung": rung.label, "name": rung.name, "metric": metric, "drop": drop,
-             "within": within, "reason": reason}
+            {"rung": rung.label, "name": rung.name, "metric": row.metric["value"],
+             "drop": row.drop, "drop_ci95": row.drop_ci95, "significant": row.significant,
+             "sqnr_db": sqnr, "within": within, "reason": reason}
         )  # fmt: skip
         console.print(f"  {rung.name:<22} {rung.label[:60]:<60} {reason}", highlight=False)
         if within:
@@ -138,17 +181,22 @@ def choose(
     formats: list[str],
     data: Any,
     calibration: np.ndarray,
-    max_drop: float,
+    limits: Budget | float,
     out_dir: Path,
 ) -> tuple[list[Path], dict[str, Any]]:
-    """Run the ladder per format; copy each winner into `out_dir`. Returns (paths, budget)."""
+    """Run the ladder per format; copy each winner into `out_dir`. Returns (paths, budget).
+
+    `limits` is a Budget, or a bare max drop (the historical signature)."""
+    limits = limits if isinstance(limits, Budget) else Budget(max_drop=float(limits))
     chosen: list[Path] = []
-    budget: dict[str, Any] = {"max_drop": max_drop, "split": "validation", "formats": {}}
+    budget: dict[str, Any] = {"max_drop": limits.max_drop, "split": "validation", "formats": {}}
+    if limits.min_sqnr is not None:
+        budget["min_sqnr"] = limits.min_sqnr
     scratch = Path(tempfile.mkdtemp(prefix="keras-edge-ladder-"))
     try:
         for fmt in formats:
             console.print(f"[bold]{fmt}[/]: searching for the cheapest artifact within budget")
-            choice = search(model, fmt, data, calibration, max_drop, scratch / fmt)
+            choice = search(model, fmt, data, calibration, limits, scratch / fmt)
             budget["formats"][fmt] = {
                 "chosen": choice.fmt_name if choice.path else None,
                 "options": choice.options,

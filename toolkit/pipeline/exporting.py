@@ -38,8 +38,17 @@ def run_export(
     parity: bool = False,
     runtimes: list[str] | None = None,
     optimized: bool = True,
+    task: str | None = None,
+    min_sqnr: float | None = None,
+    target: str | None = None,
+    allow_crash: bool = False,
+    full_reference: bool = False,
 ) -> Any:
     """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
+
+    `task` (a Task registry name) decides the metric, agreement and the ladder's criterion;
+    default: the run's recipe task, else inferred from the model's output and the data.
+    `min_sqnr` is a label-free budget (dB of output fidelity) beside or instead of `max_drop`.
 
     A run with RUN/optimized/ gets that model's artifacts too (`prune-int8.tflite`, ...),
     validated against the same dense reference; `optimized=False` leaves them out.
@@ -53,6 +62,8 @@ def run_export(
     from toolkit.convert.stage import export, skippable
     from toolkit.core.errors import GateFailed, UserError
     from toolkit.core.modelio import load_model
+    from toolkit.core.progress import console
+    from toolkit.core.tasks import get_task
     from toolkit.data.evaldata import (
         calibration_data,
         check_fits,
@@ -60,18 +71,26 @@ def run_export(
         eval_data,
         parse_range,
         range_adapter,
+        task_for_model,
     )
+    from toolkit.pipeline.budget import Budget
     from toolkit.validate.render import save_report
     from toolkit.validate.stage import validate
 
+    if task is not None:
+        get_task(task)  # an unknown name fails before the model loads, with the closest name
     loaded = load_model(model, safe_mode=safe_mode)
     auto = precisions == ["auto"]
-    if auto and max_drop is None:
-        raise UserError("--precisions auto needs --max-drop (the accuracy budget to stay inside)")
+    if auto and max_drop is None and min_sqnr is None:
+        raise UserError(
+            "--precisions auto needs --max-drop (the accuracy budget to stay inside) "
+            "or --min-sqnr (a fidelity floor in dB, for unlabelled data)"
+        )
+    limits = Budget(max_drop, min_sqnr)
     chosen_formats = select(formats, None if auto else precisions)
-    ds = dataset_for_model(loaded, data, seed)
+    ds = dataset_for_model(loaded, data, seed, task=task, target=target)
     needs_calib = auto or any(f.needs_calibration for f in chosen_formats)
-    if ds is None and (needs_calib or max_drop is not None):
+    if ds is None and (needs_calib or max_drop is not None or min_sqnr is not None):
         raise UserError(
             f"{model}: no dataset to calibrate/validate with (no recipe beside the model); "
             "pass --data DATASET (e.g. image-folder:PATH, npz:PATH, digits)"
@@ -80,6 +99,9 @@ def run_export(
     if ds is not None:
         check_fits(ds, loaded.model)
         adapt = range_adapter(ds, parse_range(input_range))
+        task, note = task_for_model(loaded, ds, task)
+        if note and not parity:
+            console.print(note, highlight=False, markup=False)
     calibration = calibration_data(ds, calib_samples, seed, adapt) if ds is not None else None
     reference = loaded.model if parity else None
     export_dir = Path(out) if out else default_export_dir(loaded, runs_dir)  # str paths too
@@ -91,15 +113,16 @@ def run_export(
     def validate_staged(staging: Path, staged: list[Path]) -> None:
         """Measure the staged artifacts; the report names their final paths."""
         test = eval_data(ds, "test", limit=max_eval_samples, seed=seed, adapt=adapt,
-                         parity_model=reference)  # fmt: skip
+                         parity_model=reference, task=task)  # fmt: skip
         report = validate(staged, test, reference=loaded.model, latency_runs=latency_runs,
-                          runtimes=runtimes)  # fmt: skip
+                          runtimes=runtimes,
+                          reference_samples=_reference_samples(full_reference))  # fmt: skip
         for row in report.artifacts:
             row.path = str(export_dir / Path(row.path).name)
         if budget is not None:
             report.budget = budget
         report.skipped = list(skipped)
-        report.apply_budget_flags(max_drop)
+        report.apply_budget_flags(max_drop, min_sqnr)
         save_report(report, staging)
         validated.append(report)
 
@@ -113,9 +136,9 @@ def run_export(
         fmts = list(dict.fromkeys(f.format for f in chosen_formats if f.format != "keras"))
         staging = Path(tempfile.mkdtemp(prefix="keras-edge-chosen-"))
         val = eval_data(ds, "val", limit=max_eval_samples, seed=seed, adapt=adapt,
-                        parity_model=reference)  # fmt: skip
+                        parity_model=reference, task=task)  # fmt: skip
         try:
-            picked, budget = choose(loaded.model, fmts, val, calibration, max_drop, staging)
+            picked, budget = choose(loaded.model, fmts, val, calibration, limits, staging)
             result = export(
                 loaded.model, plain, export_dir, calibration=calibration,
                 input_spec=loaded.input_spec_path, opset=opset, force=force, extra_files=picked,
@@ -141,29 +164,77 @@ def run_export(
     report = validated[0]
     if auto and any(v["chosen"] is None for v in budget["formats"].values()):
         missing = [k for k, v in budget["formats"].items() if v["chosen"] is None]
-        raise GateFailed(f"no {'/'.join(missing)} artifact stays within --max-drop {max_drop}")
+        raise GateFailed(
+            f"no {'/'.join(missing)} artifact stays within {_limits_text(max_drop, min_sqnr)}; "
+            f"see {export_dir}/report.md"
+        )
     if not auto:
-        gate(report, max_drop, export_dir)
+        gate(report, max_drop, export_dir, min_sqnr)
+    crash_gate(report, export_dir, allow_crash)
     return result, report
+
+
+def crash_gate(report: Any, where: Path, allow_crash: bool) -> None:
+    """A runtime that crashed (a signal, an abort) fails the command after the report is out,
+    unless the user says they do not ship that runtime (`--allow-crash`)."""
+    from toolkit.core.errors import GateFailed
+
+    crashed = [a for a in report.artifacts if a.crash]
+    if crashed and not allow_crash:
+        rows = ", ".join(f"{a.name} on {a.where} ({a.crash})" for a in crashed)
+        raise GateFailed(
+            f"{len(crashed)} runtime row(s) crashed: {rows}; the rest is in {where}/report.md "
+            "(--allow-crash accepts a runtime you do not ship)"
+        )
+
+
+def _reference_samples(full: bool) -> int | None:
+    from toolkit.validate.stage import REFERENCE_SAMPLES
+
+    return None if full else REFERENCE_SAMPLES
+
+
+def _limits_text(max_drop: float | None, min_sqnr: float | None) -> str:
+    parts = [f"--max-drop {max_drop}"] if max_drop is not None else []
+    parts += [f"--min-sqnr {min_sqnr}"] if min_sqnr is not None else []
+    return " and ".join(parts)
 
 
 def _is_model(path: Path) -> bool:
     return path.is_file() or (path / "model.keras").is_file()
 
 
-def gate(report: Any, max_drop: float | None, export_dir: Path) -> None:
-    """Fail (exit 1) when an artifact failed to run or lost more than the budget."""
+def gate(
+    report: Any, max_drop: float | None, export_dir: Path, min_sqnr: float | None = None
+) -> None:
+    """Fail (exit 1) when an artifact failed to run, lost more than the budget, or reproduces
+    the reference below the SQNR floor."""
     from toolkit.core.errors import GateFailed
 
-    if max_drop is None:
+    if max_drop is None and min_sqnr is None:
         return
-    over = report.over_budget(max_drop)
+    over = report.over_budget(max_drop, min_sqnr)
     if over:
-        worst = max(over, key=lambda a: float("inf") if a.error else a.drop)
-        what = "failed to run" if worst.error else f"drops {worst.drop:.4f}"
+
+        def badness(a: Any) -> float:
+            if a.error:
+                return float("inf")
+            sqnr = (a.fidelity or {}).get("sqnr_db")
+            if min_sqnr is not None and (sqnr is None or sqnr < min_sqnr):
+                return 1e6 + min_sqnr - (sqnr if sqnr is not None else -1e6)
+            return a.drop or 0.0
+
+        worst = max(over, key=badness)
+        sqnr = (worst.fidelity or {}).get("sqnr_db")
+        if worst.error:
+            what = "failed to run"
+        elif min_sqnr is not None and (sqnr is None or sqnr < min_sqnr):
+            what = f"has SQNR {'n/a' if sqnr is None else format(sqnr, '.1f')} dB"
+        else:
+            what = f"drops {worst.drop:.4f}"
         raise GateFailed(
-            f"{len(over)} artifact row(s) over --max-drop {max_drop}: worst {worst.name} on "
-            f"{worst.runtime}/{worst.provider} {what}; see {export_dir}/report.md"
+            f"{len(over)} artifact row(s) outside {_limits_text(max_drop, min_sqnr)}: worst "
+            f"{worst.name} on {worst.runtime}/{worst.provider} {what}; see {export_dir}/report.md"
         )
 
 
@@ -177,11 +248,17 @@ def run_validate(
     latency_runs: int = 50,
     runtimes: list[str] | None = None,
     seed: int = 0,
+    task: str | None = None,
+    min_sqnr: float | None = None,
+    target: str | None = None,
+    allow_crash: bool = False,
+    full_reference: bool = False,
 ) -> Any:
     """Validate an existing export directory (re-runnable from disk); writes its report."""
     from toolkit.core.errors import UserError
     from toolkit.core.modelio import load_model
-    from toolkit.data.evaldata import check_fits, dataset_for_model, eval_data
+    from toolkit.core.progress import console
+    from toolkit.data.evaldata import check_fits, dataset_for_model, eval_data, task_for_model
     from toolkit.validate.render import save_report
     from toolkit.validate.stage import discover_artifacts, validate
 
@@ -201,14 +278,19 @@ def run_validate(
     loaded = load_model(ref_path)
     if loaded.kind != "run" and (export_dir.parent / "recipe.yaml").is_file():
         loaded.recipe_path = export_dir.parent / "recipe.yaml"
-    ds = dataset_for_model(loaded, data, seed)
+    ds = dataset_for_model(loaded, data, seed, task=task, target=target)
     if ds is None:
         raise UserError(f"no dataset known for {export_dir}; pass --data DATASET")
     check_fits(ds, loaded.model)
-    test = eval_data(ds, "test", limit=max_eval_samples, seed=seed)
+    task, note = task_for_model(loaded, ds, task)
+    if note:
+        console.print(note, highlight=False, markup=False)
+    test = eval_data(ds, "test", limit=max_eval_samples, seed=seed, task=task)
     report = validate(artifacts, test, reference=loaded.model, latency_runs=latency_runs,
-                      runtimes=runtimes)  # fmt: skip
-    report.apply_budget_flags(max_drop)
+                      runtimes=runtimes,
+                      reference_samples=_reference_samples(full_reference))  # fmt: skip
+    report.apply_budget_flags(max_drop, min_sqnr)
     save_report(report, export_dir)
-    gate(report, max_drop, export_dir)
+    gate(report, max_drop, export_dir, min_sqnr)
+    crash_gate(report, export_dir, allow_crash)
     return report

@@ -22,6 +22,7 @@ def run_package(
     force: bool = False,
     ignore_budget: bool = False,
     samples: int = 16,
+    task: str | None = None,
 ) -> BundleResult:
     """Package a run or export dir, exporting the target's artifacts first when missing."""
     from toolkit.core.progress import console
@@ -55,9 +56,16 @@ def run_package(
             force=True,
             max_drop=None if ignore_budget else target.max_drop,
             optimized=False,  # only the target's artifacts; package RUN/optimized for those
+            task=task,
         )
     result = package(
-        export_dir, target, out=out, force=force, ignore_budget=ignore_budget, samples=samples
+        export_dir,
+        target,
+        out=out,
+        force=force,
+        ignore_budget=ignore_budget,
+        samples=samples,
+        task=task,
     )
     result.exported = exported
     return result

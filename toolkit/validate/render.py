@@ -40,7 +40,7 @@ def _row(row: ArtifactResult) -> list[str]:
         row.name,
         row.where,
         f"{metric['name']} {_num(metric.get('value'))}",
-        _num(row.drop, "+.4f"),
+        _drop_text(row),
         _num(row.agreement, ".3f"),
         _num(row.max_abs_diff, ".2e"),
         human_bytes(row.size_bytes),
@@ -48,6 +48,12 @@ def _row(row: ArtifactResult) -> list[str]:
         "n/a" if not latency else f"{latency['p50']:.3f} / {latency['p90']:.3f}",
         "; ".join(row.flags) or ("error" if row.error else ""),
     ]
+
+
+def _drop_text(row: ArtifactResult) -> str:
+    """The drop, marked `~` when it is within noise at this sample size (not significant)."""
+    text = _num(row.drop, "+.4f")
+    return f"{text} ~" if row.drop and row.significant is False else text
 
 
 def ordered(report: Report) -> list[ArtifactResult]:
@@ -169,8 +175,12 @@ def to_markdown(report: Report) -> str:
     lines += [
         "",
         "Drop: reference minus artifact for higher-is-better metrics, artifact minus "
-        "reference for lower-is-better; positive = worse. Latency: batch 1.",
+        "reference for lower-is-better; positive = worse. `~`: within noise at this sample size "
+        "(the paired-bootstrap 95 % interval holds 0, or McNemar p >= 0.05). Latency: batch 1.",
     ]
+    noisy = _noise_lines(report)
+    if noisy:
+        lines += ["", "## Drops and noise", "", *noisy]
     comparison = _comparison_markdown(report)
     if comparison:
         lines += ["", *comparison]
@@ -185,13 +195,31 @@ def to_markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
+def _noise_lines(report: Report) -> list[str]:
+    """One line per artifact row with a non-zero drop: its interval, p-value and verdict."""
+    lines = []
+    for row in report.artifacts:
+        if not row.drop or row.drop_ci95 is None:
+            continue
+        lo, hi = row.drop_ci95
+        p = f", McNemar p {row.mcnemar_p:.3g}" if row.mcnemar_p is not None else ""
+        verdict = "significant" if row.significant else "within noise"
+        lines.append(
+            f"- `{row.name}` on {row.where}: drop {row.drop:+.4f}, 95 % interval "
+            f"[{lo:+.4f}, {hi:+.4f}]{p}: {verdict} at {report.data.get('samples', '?')} samples"
+        )
+    return lines
+
+
 def _budget_markdown(budget: dict[str, Any]) -> list[str]:
     """The ladder the budget search walked, per format (`budget.formats.<fmt>`), rung by rung."""
     split = budget.get("split", "validation")
     lines = [
         "## Accuracy budget",
         "",
-        f"Max drop {budget.get('max_drop')}, measured on the {split} split.",
+        f"Max drop {budget.get('max_drop')}"
+        + (f", min SQNR {budget['min_sqnr']} dB" if budget.get("min_sqnr") is not None else "")
+        + f", measured on the {split} split.",
     ]
     for fmt, result in (budget.get("formats") or {}).items():
         lines += ["", f"### {fmt}: chosen **{result.get('chosen') or 'none within budget'}**"]

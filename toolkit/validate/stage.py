@@ -20,6 +20,7 @@ from toolkit.core.errors import UserError
 from toolkit.core.formats import BY_NAME, FORMATS, Format
 from toolkit.core.report import ArtifactResult, Report, collect_versions, now_iso
 from toolkit.data.evaldata import EvalData, predict_batched
+from toolkit.validate.scoring import drop_statistics, headline_value, metric_outputs, score
 
 __all__ = [
     "EvalData",
@@ -33,6 +34,7 @@ __all__ = [
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 LATENCY_WARMUP = 5
+REFERENCE_SAMPLES = 256  # LiteRT reference kernels: a deterministic subset (`--full-reference`)
 
 
 def artifact_format(path: Path) -> Format:
@@ -121,9 +123,22 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _run_combo(
-    path: Path, runtime: str, provider: str, data: EvalData, latency_runs: int
+    path: Path,
+    runtime: str,
+    provider: str,
+    data: EvalData,
+    latency_runs: int,
+    staged_inputs: Path | None = None,
 ) -> tuple[np.ndarray, dict[str, float] | None]:
+    """Outputs and latency; in a child process when inputs are staged (native crashes stay
+    there), in this one for the Keras reference and when isolation is off."""
     from toolkit.runtimes import open_runner
+
+    if staged_inputs is not None and runtime != "keras":
+        from toolkit.validate.isolation import run_isolated
+
+        return run_isolated(path, runtime, provider, staged_inputs, latency_runs, LATENCY_WARMUP,
+                            limit=len(data.x))  # fmt: skip
 
     with open_runner(path, runtime=runtime, provider=provider) as runner:
         outputs = predict_batched(runner.predict, data.x)
@@ -143,10 +158,9 @@ def _measure(
     ref: dict[str, Any],
     sizes: tuple[int, int],
     latency_runs: int,
+    staged_inputs: Path | None = None,
 ) -> ArtifactResult:
-    """One artifact x runtime row; a load or run failure becomes the row's `error`."""
-    from toolkit.core.tasks import task_metrics
-
+    """One artifact x runtime row; a load or run failure (or a crash) becomes the row's `error`."""
     runtime, provider = combo
     variant = variants.parse(path.name)
     result = ArtifactResult(
@@ -162,7 +176,7 @@ def _measure(
         variant=variant.tag if variant else None,
     )
     try:
-        outputs, latency = _run_combo(path, runtime, provider, data, latency_runs)
+        outputs, latency = _run_combo(path, runtime, provider, data, latency_runs, staged_inputs)
         outputs = outputs.reshape(len(outputs), -1)
         if outputs.shape != ref["outputs"].shape:
             raise UserError(
@@ -170,11 +184,24 @@ def _measure(
             )
     except Exception as exc:  # any load/run failure is a finding about this artifact
         result.error = _error_text(exc)
+        result.crash = getattr(exc, "how", None)  # a native crash: its signal or exit status
         return result
-    value = float(task_metrics(data.task, data.y, outputs, data.labels)[ref["metric"]])
+    result.outputs_ = outputs  # not serialized: lets a subset row be compared bit for bit
+    metrics, result.fidelity = score(data, outputs, ref["outputs"])
+    value = headline_value(metrics, ref["metric"])
     result.metric["value"] = value
-    result.drop = metric_drop(ref["value"], value, ref["higher_is_better"])
-    result.agreement = agreement_of(outputs, ref["outputs"], data.task)
+    if "mae_per_output" in metrics:
+        result.metric["per_output"] = metrics["mae_per_output"]
+    if value is not None and ref["value"] is not None:
+        result.drop = metric_drop(ref["value"], value, ref["higher_is_better"])
+        stats = drop_statistics(data, outputs, ref["outputs"], ref["metric"],
+                                ref["higher_is_better"])  # fmt: skip
+        result.drop_ci95, result.mcnemar_p = stats["drop_ci95"], stats["mcnemar_p"]
+        result.significant = stats["significant"]
+    # Agreement on what the task scores (an autoencoder's per-sample error, not each value).
+    scored = metric_outputs(data, outputs) if ref["scores"] is not None else outputs
+    result.agreement = agreement_of(scored, ref["scores"] if ref["scores"] is not None
+                                    else ref["outputs"], data.task)  # fmt: skip
     result.max_abs_diff = float(np.max(np.abs(outputs - ref["outputs"])))
     result.latency_ms = latency
     return result
@@ -182,15 +209,17 @@ def _measure(
 
 def _reference(reference: Any, data: EvalData) -> dict[str, Any]:
     """The Keras model's outputs and headline metric on the held-out data."""
-    from toolkit.core.tasks import headline, task_metrics
+    from toolkit.core.tasks import get_task, headline
     from toolkit.runtimes import open_runner
 
-    metric, higher_is_better = headline(data.task)
+    metric, higher_is_better = headline(data.metric_task)
     with open_runner(reference, runtime="keras") as runner:
         outputs = predict_batched(runner.predict, data.x)
         digest = weights_digest(runner.model)
     outputs = outputs.reshape(len(outputs), -1)
-    value = float(task_metrics(data.task, data.y, outputs, data.labels)[metric])
+    metrics, _ = score(data, outputs, outputs)
+    value = headline_value(metrics, metric)
+    scores = metric_outputs(data, outputs) if get_task(data.task).scores is not None else None
     path = str(reference) if isinstance(reference, (str, Path)) else None
     return {
         "metric": metric,
@@ -199,6 +228,28 @@ def _reference(reference: Any, data: EvalData) -> dict[str, Any]:
         "outputs": outputs,
         "path": path,
         "weights_sha256": digest,
+        "scores": scores,
+    }
+
+
+def _sampled(combo: tuple[str, str], data: EvalData, limit: int | None) -> tuple[EvalData] | None:
+    """The subset a slow runtime runs on, or None for the full data."""
+    if combo != ("litert", "reference") or limit is None or len(data.x) <= limit:
+        return None
+    return (data.head(limit),)
+
+
+def _head_reference(ref: dict[str, Any], data: EvalData) -> dict[str, Any]:
+    """The reference's outputs and metric on the first samples only (like with like)."""
+    n = len(data.x)
+    outputs = ref["outputs"][:n]
+    metrics, _ = score(data, outputs, outputs)
+    scores = ref["scores"][:n] if ref["scores"] is not None else None
+    return {
+        **ref,
+        "outputs": outputs,
+        "scores": scores,
+        "value": headline_value(metrics, ref["metric"]),
     }
 
 
@@ -242,13 +293,23 @@ def validate(
     latency_runs: int = 50,
     runtimes: list[str] | None = None,
     progress: bool = True,
+    isolate: bool = True,
+    reference_samples: int | None = REFERENCE_SAMPLES,
 ) -> Report:
     """Run every artifact on every runtime/provider available for it; compare with `reference`.
 
     `reference` is the Keras model (object or `.keras` path) the artifacts were converted from.
     `runtimes` restricts the pairs ("litert:xnnpack", "onnxruntime:cpu", or a bare "litert").
-    `latency_runs=0` skips latency. Failing artifacts get an `error` instead of aborting.
+    `latency_runs=0` skips latency. Failing artifacts get an `error` instead of aborting; with
+    `isolate` (default) each LiteRT/ONNX Runtime session runs in a child process, so a native
+    crash is a row with `crash` set (its signal), not the end of the validation.
+    LiteRT's reference kernels prove the numerics independently of XNNPACK, not the accuracy
+    again, and run ~30x slower: they see the first `reference_samples` samples (None: all); such
+    a row's `samples` says how many, its drop is against the reference on the same samples, and
+    `bit_exact` is the fraction of those whose outputs equal the XNNPACK row's exactly.
     """
+    import tempfile
+
     from toolkit.core.progress import console, progress_bar
 
     if not artifacts:
@@ -265,16 +326,37 @@ def validate(
     results: list[ArtifactResult] = []
     bar = progress_bar() if progress else None
     task_id = bar.add_task("validate", total=len(plan), status="") if bar else None
+    scratch = tempfile.TemporaryDirectory(prefix="keras-edge-inputs-") if isolate else None
     if bar:
         bar.start()
     try:
+        staged = None
+        if scratch is not None and any(rt != "keras" for _, _, (rt, _) in plan):
+            from toolkit.validate.isolation import stage_inputs
+
+            staged = stage_inputs(data.x, Path(scratch.name))
         for path, fmt, combo in plan:
             if bar:
                 bar.update(task_id, status=f"{fmt.name} on {combo[0]}/{combo[1]}")
             if path not in sizes:
                 content = path.read_bytes()
                 sizes[path] = (len(content), len(gzip.compress(content, compresslevel=9)))
-            row = _measure(path, fmt, combo, data, ref, sizes[path], latency_runs)
+            sub = _sampled(combo, data, reference_samples)
+            if sub is None:
+                row = _measure(path, fmt, combo, data, ref, sizes[path], latency_runs, staged)
+            else:
+                sub_data, sub_ref = sub[0], _head_reference(ref, sub[0])
+                row = _measure(path, fmt, combo, sub_data, sub_ref, sizes[path], latency_runs,
+                               staged)  # fmt: skip
+                row.samples = len(sub_data.x)
+                twin = next((r for r in results if r.path == row.path and r.runtime == row.runtime
+                             and getattr(r, "outputs_", None) is not None), None)  # fmt: skip
+                mine = getattr(row, "outputs_", None)
+                if twin is not None and mine is not None:
+                    same = np.all(twin.outputs_[: len(mine)] == mine, axis=1)
+                    row.bit_exact = float(np.mean(same))
+                exact = "" if row.bit_exact is None else f", {row.bit_exact:.1%} bit-exact"
+                row.notes.append(f"first {row.samples} samples (--full-reference: all){exact}")
             results.append(row)
             if bar:
                 bar.advance(task_id)
@@ -285,6 +367,8 @@ def validate(
     finally:
         if bar:
             bar.stop()
+        if scratch is not None:
+            scratch.cleanup()
     report = Report(
         reference={
             "name": "keras-fp32",
@@ -298,7 +382,12 @@ def validate(
         },
         artifacts=results,
         versions=collect_versions(),
-        data={"name": data.name, "samples": len(data.x), "task": data.task},
+        data={
+            "name": data.name,
+            "samples": len(data.x),
+            "task": data.task,
+            "labelled": data.labelled,
+        },
         created=now_iso(),
     )
     report.apply_budget_flags(None)

@@ -45,6 +45,11 @@ def check_command(
         "--update",
         help="Write a new baseline from REPORT to --baseline (after showing the diff); exit 0.",
     ),
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        help="The task REPORT must have been validated as (refuses a mis-scored report).",
+    ),
 ) -> None:
     """Compare a report with a committed baseline; exit 1 when converted accuracy regressed."""
     from toolkit.check.baseline import Baseline, resolve_baseline
@@ -57,6 +62,15 @@ def check_command(
     overrides = parse_per_artifact(per_artifact)
     loaded = Report.load(report)
     report_path = report / "report.json" if report.is_dir() else report
+    if task is not None:
+        from toolkit.core.tasks import get_task
+
+        got = loaded.data.get("task", "classification")
+        if get_task(task).name != got:
+            raise UserError(
+                f"{report_path} was validated as {got} ({loaded.metric_name}), not {task}; "
+                f"re-export with --task {task}"
+            )
     if update:
         target = Path(baseline).expanduser()
         if target.suffix != ".json":

@@ -21,6 +21,46 @@ def _formats_help() -> str:
     return help_table()
 
 
+def _task_option() -> Any:
+    return typer.Option(
+        None,
+        "--task",
+        help="What the model is for: classification, binary, multilabel, regression, anomaly, "
+        "features (no labels, fidelity only). Default: the recipe's; else inferred and printed.",
+    )
+
+
+def _min_sqnr_option() -> Any:
+    return typer.Option(
+        None,
+        "--min-sqnr",
+        help="Label-free budget: every artifact's outputs must reach this SQNR (dB) against "
+        "the Keras model's; usable with --precisions auto and with unlabelled data (npz x only).",
+    )
+
+
+def _allow_crash_option() -> Any:
+    return typer.Option(
+        False,
+        "--allow-crash",
+        help="Exit 0 even when a runtime crashed (its row says so): for a runtime you do not ship.",
+    )
+
+
+def _full_reference_option() -> Any:
+    return typer.Option(
+        False,
+        "--full-reference",
+        help="Run LiteRT's reference kernels on every sample (default: the first 256).",
+    )
+
+
+def _target_option() -> Any:
+    return typer.Option(
+        None, "--target", help="csv: the target column(s), comma-separated (default: the last)."
+    )
+
+
 def export_command(
     model: Path = typer.Argument(
         ..., help="Run dir, Keras 3 .keras, Keras 2 .h5, or SavedModel directory."
@@ -85,6 +125,11 @@ def export_command(
         help="For a run with RUN/optimized/ (keras-edge optimize): also export that model "
         "(prune-int8.tflite, ...) and validate it in the same report.",
     ),
+    task: str | None = _task_option(),
+    min_sqnr: float | None = _min_sqnr_option(),
+    target: str | None = _target_option(),
+    allow_crash: bool = _allow_crash_option(),
+    full_reference: bool = _full_reference_option(),
     list_formats: bool = typer.Option(False, "--list", help="List every artifact and exit."),
 ) -> None:
     """Convert a model to TFLite/ONNX artifacts and validate each in its real runtime."""
@@ -103,6 +148,8 @@ def export_command(
         force=force, safe_mode=not unsafe, latency_runs=latency_runs,
         max_eval_samples=max_eval_samples,
         input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
+        task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
+        full_reference=full_reference,
     )  # fmt: skip
     if report is not None:
         print_table(report)
@@ -129,6 +176,11 @@ def validate_command(
     runtimes: str | None = typer.Option(
         None, "--runtimes", help="Comma list like litert:xnnpack,onnxruntime:CPUExecutionProvider"
     ),
+    task: str | None = _task_option(),
+    min_sqnr: float | None = _min_sqnr_option(),
+    target: str | None = _target_option(),
+    allow_crash: bool = _allow_crash_option(),
+    full_reference: bool = _full_reference_option(),
 ) -> None:
     """Measure every artifact in EXPORT_DIR in every available runtime; write report.json."""
     from toolkit.pipeline.exporting import run_validate
@@ -137,6 +189,8 @@ def validate_command(
     report = run_validate(
         export_dir, data=data, reference=reference, max_drop=max_drop,
         max_eval_samples=max_eval_samples, latency_runs=latency_runs, runtimes=_split(runtimes),
+        task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
+        full_reference=full_reference,
     )  # fmt: skip
     print_table(report)
 

@@ -20,13 +20,16 @@ def package_command(
     ignore_budget: bool = typer.Option(
         False, "--ignore-budget", help="Package even when over the target's accuracy budget."
     ),
+    task: str | None = typer.Option(
+        None, "--task", help="How run.py post-processes outputs (default: the validated task)."
+    ),
 ) -> None:
     """Build a device bundle (directory + deterministic .zip) for a target profile."""
     from toolkit.core.progress import console
     from toolkit.pipeline.packaging import run_package
 
     result = run_package(
-        run, target, out=out, force=force, ignore_budget=ignore_budget, samples=samples
+        run, target, out=out, force=force, ignore_budget=ignore_budget, samples=samples, task=task
     )
     manifest = result.manifest
     for note in result.notes:

@@ -29,7 +29,6 @@ def input_spec_for(export_dir: Path, shape: list[int]) -> tuple[dict[str, Any], 
     kind = "image" if len(shape) == 3 and shape[-1] in (1, 3) else "array"
     guess = {
         "kind": kind,
-        "task": "classification",
         "shape": shape,
         "dtype": "float32",
         "layout": "NHWC" if kind == "image" else "N...",
