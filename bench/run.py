@@ -12,7 +12,9 @@ and the checks computed from them. No number in RESULTS.md is typed by hand.
 Then pruning/clustering/QAT on the mnist-full-cnn run (bench/optimize_bench.py;
 `--skip-optimize`), the transfer-learning sample (bench/transfer_section.py: vww_96.h5 ->
 CIFAR-10 vs from scratch; needs ../shared; `--skip-transfer`) and, last, the peak RSS of
-exporting a 50,000-image folder vs a 5,000-image one (bench/rss_folder.py; `--skip-rss-folder`).
+exporting a 50,000-image folder vs a 5,000-image one (bench/rss_folder.py; `--skip-rss-folder`),
+then training on your own data: the one-line start on CIFAR-10 and the BatchNorm momentum
+comparison (bench/own_data.py; `--skip-own-data`).
 """
 
 from __future__ import annotations
@@ -267,6 +269,22 @@ def transfer_section(args: argparse.Namespace) -> list[str]:
     return transfer.section(data)
 
 
+def own_data_section(args: argparse.Namespace) -> list[str]:
+    """bench/own_data.py (issue #21): the one-line start on CIFAR-10 and the BatchNorm
+    momentum comparison, in a child process (about 30-45 min on 2 cores)."""
+    if args.skip_own_data:
+        return []
+    out = args.work / "own_data.md"
+    out.unlink(missing_ok=True)
+    script = Path(__file__).resolve().parent / "own_data.py"
+    cmd = [sys.executable, str(script), "--out", str(out), "--with-old"]
+    print("bench: own_data", flush=True)
+    rc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL).returncode
+    if not out.is_file():
+        return ["## Training on your own data", "", f"`{shlex.join(cmd)}` failed (exit {rc}).", ""]
+    return [out.read_text().rstrip("\n"), ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
@@ -281,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-rss-folder", action="store_true", help="no peak-RSS section")
     parser.add_argument("--skip-transfer", action="store_true", help="no transfer section")
     parser.add_argument("--skip-optimize", action="store_true", help="no optimize section")
+    parser.add_argument("--skip-own-data", action="store_true", help="no own-data section")
     args = parser.parse_args(argv)
     args.out, args.work = args.out.resolve(), args.work.resolve()
     command = shlex.join([os.path.relpath(sys.executable, Path.cwd()), *sys.argv])
@@ -299,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     sections += optimize_section(args)
     sections += transfer_section(args)
     sections += rss_folder_section(args)
+    sections += own_data_section(args)
     minutes = (time.perf_counter() - start) / 60
     versions = ", ".join(f"{k} {v}" for k, v in collect_versions().items())
     head = [
