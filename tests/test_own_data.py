@@ -163,7 +163,7 @@ def test_forced_collapse_warns_during_training_and_is_recorded(tmp_path) -> None
 
 @pytest.mark.slow
 def test_no_collapse_warning_on_digits_cnn(tmp_path) -> None:
-    result = invoke("train", "digits-cnn", "--epochs", "10", "--runs-dir", tmp_path)
+    result = invoke("train", "digits-cnn", "--epochs", "5", "--runs-dir", tmp_path)
     assert result.exit_code == 0, result.output[-2000:]
     assert "inference-mode collapse" not in result.output
     assert not [ln for ln in result.output.splitlines() if ln.startswith("warning: ")]
