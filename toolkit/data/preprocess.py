@@ -110,7 +110,9 @@ def load_input_spec(directory: Path) -> dict[str, Any] | None:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:  # JSON and Unicode errors are ValueErrors
+    except ValueError as exc:  # JSON and Unicode errors are ValueErrors
+        raise UserError(f"{path} is not valid JSON ({exc})") from None
+    except OSError as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
 
 
