@@ -24,17 +24,20 @@ def metric_outputs(data: EvalData, outputs: np.ndarray) -> np.ndarray:
 
 
 def score(
-    data: EvalData, outputs: np.ndarray, reference: np.ndarray
+    data: EvalData, outputs: np.ndarray, reference: np.ndarray, scored: np.ndarray | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, fidelity) of `outputs` against the labels and the reference outputs.
 
     The metrics dict also holds the fidelity keys, so a headline such as `cosine` (features, or
-    any task on unlabelled data) is looked up like any other metric."""
+    any task on unlabelled data) is looked up like any other metric. `scored`: the outputs'
+    `metric_outputs`, when the caller already has them (an anomaly score reads every input)."""
     task = get_task(data.task)
     fid = fidelity(outputs, reference, classes=task.classifies)
     metrics: dict[str, Any] = {}
     if data.labelled:
-        metrics = task_metrics(data.metric_task, data.y, metric_outputs(data, outputs), data.labels)
+        if scored is None:
+            scored = metric_outputs(data, outputs)
+        metrics = task_metrics(data.metric_task, data.y, scored, data.labels)
     return {**metrics, **fid}, fid
 
 
@@ -72,19 +75,20 @@ def drop_statistics(
     reference: np.ndarray,
     metric: str,
     higher_is_better: bool,
+    scored: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, Any]:
-    """report.json's `drop_ci95`, `mcnemar_p` and `significant` for one artifact."""
+    """report.json's `drop_ci95`, `mcnemar_p` and `significant` for one artifact; `scored` is
+    (reference, artifact) `metric_outputs`, computed once by the caller."""
     from toolkit.validate.stats import drop_stats
 
     per = _per_sample(metric, data, outputs, reference)
     correctness = per if metric == "accuracy" else None
     recompute = None
     if per is None and data.labelled:
-        scored = {False: metric_outputs(data, reference), True: metric_outputs(data, outputs)}
 
         def recompute(idx: np.ndarray, artifact: bool) -> float | None:
             values = task_metrics(data.metric_task, np.asarray(data.y)[idx],
-                                  np.asarray(scored[artifact])[idx], data.labels)  # fmt: skip
+                                  np.asarray(scored[int(artifact)])[idx], data.labels)  # fmt: skip
             return headline_value(values, metric)
 
     stats = drop_stats(per, recompute, len(outputs), higher_is_better, correctness)

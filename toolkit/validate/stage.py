@@ -187,7 +187,8 @@ def _measure(
         result.crash = getattr(exc, "how", None)  # a native crash: its signal or exit status
         return result
     result.outputs_ = outputs  # not serialized: lets a subset row be compared bit for bit
-    metrics, result.fidelity = score(data, outputs, ref["outputs"])
+    scored = metric_outputs(data, outputs)  # once: an anomaly score reads every input again
+    metrics, result.fidelity = score(data, outputs, ref["outputs"], scored)
     value = headline_value(metrics, ref["metric"])
     result.metric["value"] = value
     if "mae_per_output" in metrics:
@@ -195,13 +196,11 @@ def _measure(
     if value is not None and ref["value"] is not None:
         result.drop = metric_drop(ref["value"], value, ref["higher_is_better"])
         stats = drop_statistics(data, outputs, ref["outputs"], ref["metric"],
-                                ref["higher_is_better"])  # fmt: skip
+                                ref["higher_is_better"], (ref["scores"], scored))  # fmt: skip
         result.drop_ci95, result.mcnemar_p = stats["drop_ci95"], stats["mcnemar_p"]
         result.significant = stats["significant"]
     # Agreement on what the task scores (an autoencoder's per-sample error, not each value).
-    scored = metric_outputs(data, outputs) if ref["scores"] is not None else outputs
-    result.agreement = agreement_of(scored, ref["scores"] if ref["scores"] is not None
-                                    else ref["outputs"], data.task)  # fmt: skip
+    result.agreement = agreement_of(scored, ref["scores"], data.task)
     result.max_abs_diff = float(np.max(np.abs(outputs - ref["outputs"])))
     result.latency_ms = latency
     return result
@@ -209,7 +208,7 @@ def _measure(
 
 def _reference(reference: Any, data: EvalData) -> dict[str, Any]:
     """The Keras model's outputs and headline metric on the held-out data."""
-    from toolkit.core.tasks import get_task, headline
+    from toolkit.core.tasks import headline
     from toolkit.runtimes import open_runner
 
     metric, higher_is_better = headline(data.metric_task)
@@ -217,9 +216,9 @@ def _reference(reference: Any, data: EvalData) -> dict[str, Any]:
         outputs = predict_batched(runner.predict, data.x)
         digest = weights_digest(runner.model)
     outputs = outputs.reshape(len(outputs), -1)
-    metrics, _ = score(data, outputs, outputs)
+    scores = metric_outputs(data, outputs)  # what the task scores (the outputs themselves
+    metrics, _ = score(data, outputs, outputs, scores)  # unless a score hook derives them)
     value = headline_value(metrics, metric)
-    scores = metric_outputs(data, outputs) if get_task(data.task).scores is not None else None
     path = str(reference) if isinstance(reference, (str, Path)) else None
     return {
         "metric": metric,
@@ -232,19 +231,19 @@ def _reference(reference: Any, data: EvalData) -> dict[str, Any]:
     }
 
 
-def _sampled(combo: tuple[str, str], data: EvalData, limit: int | None) -> tuple[EvalData] | None:
+def _sampled(combo: tuple[str, str], data: EvalData, limit: int | None) -> EvalData | None:
     """The subset a slow runtime runs on, or None for the full data."""
     if combo != ("litert", "reference") or limit is None or len(data.x) <= limit:
         return None
-    return (data.head(limit),)
+    return data.head(limit)
 
 
 def _head_reference(ref: dict[str, Any], data: EvalData) -> dict[str, Any]:
     """The reference's outputs and metric on the first samples only (like with like)."""
     n = len(data.x)
     outputs = ref["outputs"][:n]
-    metrics, _ = score(data, outputs, outputs)
-    scores = ref["scores"][:n] if ref["scores"] is not None else None
+    scores = ref["scores"][:n]
+    metrics, _ = score(data, outputs, outputs, scores)
     return {
         **ref,
         "outputs": outputs,
@@ -345,7 +344,7 @@ def validate(
             if sub is None:
                 row = _measure(path, fmt, combo, data, ref, sizes[path], latency_runs, staged)
             else:
-                sub_data, sub_ref = sub[0], _head_reference(ref, sub[0])
+                sub_data, sub_ref = sub, _head_reference(ref, sub)
                 row = _measure(path, fmt, combo, sub_data, sub_ref, sizes[path], latency_runs,
                                staged)  # fmt: skip
                 row.samples = len(sub_data.x)
