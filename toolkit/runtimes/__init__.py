@@ -22,6 +22,7 @@ __all__ = [
     "dequantize",
     "open_runner",
     "quantize",
+    "runs_artifact",
     "runtime_for",
 ]
 
@@ -58,6 +59,18 @@ RUNTIMES: dict[str, Callable[..., Runner]] = {
     "litert": _open_litert,
     "onnxruntime": _open_onnx,
 }
+
+
+# Runtimes that run an artifact format other than their own, and at which precisions only
+# (e.g. a microcontroller runtime that runs the full-integer .tflite files): format -> precisions.
+EXTRA_FORMATS: dict[str, dict[str, tuple[str, ...]]] = {}
+
+
+def runs_artifact(runtime: str, fmt_format: str, precision: str, default_runtime: str) -> bool:
+    """Whether `runtime` runs an artifact of this format and precision (validation rows)."""
+    if runtime == default_runtime:
+        return True
+    return precision in EXTRA_FORMATS.get(runtime, {}).get(fmt_format, ())
 
 
 def runtime_for(path: str | Path) -> str:

@@ -78,9 +78,13 @@ def runtimes_for(fmt: Format) -> list[tuple[str, str]]:
     TFLite runs on both XNNPACK (what ships) and the reference kernels (an independent
     cross-check); ONNX on every available execution provider.
     """
-    from toolkit.runtimes import available_runtimes
+    from toolkit.runtimes import available_runtimes, runs_artifact
 
-    return [(rt, provider) for rt, provider in available_runtimes() if rt == fmt.runtime]
+    return [
+        (rt, provider)
+        for rt, provider in available_runtimes()
+        if runs_artifact(rt, fmt.format, fmt.precision, fmt.runtime)
+    ]
 
 
 def _parse_runtime_filter(requested: list[str]) -> list[tuple[str, str | None]]:
