@@ -18,7 +18,11 @@ from toolkit.core.errors import UserError, validation_message
 from toolkit.core.resources import builtin_dir, builtin_names, resolve_yaml
 
 # What `pip install` brings each runtime; run.py names it when the import fails.
-RUNTIME_PACKAGES = {"litert": "ai-edge-litert", "onnxruntime": "onnxruntime"}
+RUNTIME_PACKAGES = {
+    "litert": "ai-edge-litert",
+    "onnxruntime": "onnxruntime",
+    "tflm": "tflite-micro",
+}
 # The I/O dtype each precision gives (ONNX QDQ int8 and fp16 keep float32 I/O).
 _IO_DTYPES = {
     "tflite-int8": "int8",
@@ -55,6 +59,14 @@ class Target(BaseModel):
     requirements: list[str] = []
     optional_requirements: list[str] = []
     notes: list[str] = []
+    # Microcontrollers: `firmware: tflm` makes `package` write C++ sources for TFLite Micro
+    # (docs/mcu.md) instead of a Python bundle; the budgets are what the board has.
+    firmware: Literal["tflm"] | None = None
+    flash_kb: int | None = Field(default=None, gt=0)  # flash for model + TFLM + application
+    ram_kb: int | None = Field(default=None, gt=0)  # SRAM for the arena + application
+    flash_reserved_kb: int = Field(default=0, ge=0)  # what the rest of the firmware takes
+    ram_reserved_kb: int = Field(default=0, ge=0)  # stack, heap and buffers of the application
+    arena_margin_kb: float = Field(default=0, ge=0)  # headroom for optimized kernels' scratch
 
     @model_validator(mode="after")
     def _consistent(self) -> Target:
@@ -75,16 +87,24 @@ class Target(BaseModel):
             raise ValueError("edgetpu: true needs a full-integer artifact (int8 or uint8 I/O)")
         if self.host_softmax and self.edgetpu:
             raise ValueError("host_softmax and edgetpu exclude each other (the TPU runs softmax)")
+        if self.firmware and self.io_dtype not in ("int8", "uint8", "int16"):
+            raise ValueError("firmware: tflm needs a full-integer tflite artifact (int8 I/O)")
+        if self.firmware is None and (self.flash_kb or self.ram_kb):
+            raise ValueError("flash_kb / ram_kb budgets apply to firmware targets (firmware: tflm)")
+        if self.flash_kb is not None and self.flash_reserved_kb >= self.flash_kb:
+            raise ValueError("flash_reserved_kb leaves no flash for the model")
+        if self.ram_kb is not None and self.ram_reserved_kb >= self.ram_kb:
+            raise ValueError("ram_reserved_kb leaves no RAM for the tensor arena")
         if self.providers and self.runtime != "onnxruntime":
             raise ValueError("providers apply to ONNX artifacts; LiteRT takes a delegate")
         return self
 
     @property
     def runtime(self) -> str:
-        """The runtime of the primary artifact ('litert' or 'onnxruntime')."""
+        """The runtime of the primary artifact ('litert', 'onnxruntime' or, on firmware, 'tflm')."""
         from toolkit.core.formats import get
 
-        return get(self.artifact).runtime
+        return "tflm" if self.firmware else get(self.artifact).runtime
 
     @property
     def artifacts(self) -> list[str]:

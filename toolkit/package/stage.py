@@ -171,6 +171,8 @@ def package(
     from toolkit.package.bundle.readme import readme_text
 
     target = target if isinstance(target, Target) else load_target(target)
+    if target.firmware:
+        return _package_firmware(export_dir, target, out, force, ignore_budget, samples)
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise UserError(f"export directory not found: {export_dir}")
@@ -271,3 +273,31 @@ def file_hashes(bundle: Path) -> dict[str, str]:
         for rel in bundle_files(bundle)
         if rel != "manifest.json"
     }
+
+
+def _package_firmware(
+    export_dir: str | Path,
+    target: Target,
+    out: Path | None,
+    force: bool,
+    ignore_budget: bool,
+    samples: int | np.ndarray,
+) -> BundleResult:
+    """A microcontroller target (`firmware: tflm`): C++ sources, not a Python bundle. The
+    accuracy budget is checked on the TFLM row (else LiteRT's reference kernels) first."""
+    from toolkit.core.report import Report
+    from toolkit.package.mcu import package_mcu
+
+    report_path = Path(export_dir) / "report.json"
+    if not ignore_budget and report_path.is_file():
+        report = Report.load(Path(export_dir))
+        for where in ("tflm:host", f"litert:{target.delegate}"):
+            try:
+                row = report.artifact(target.artifact, where)
+            except UserError:
+                continue
+            _check_budget(row, target.artifact, target)
+            break
+    return package_mcu(
+        export_dir, target, out=out, force=force, ignore_budget=ignore_budget, samples=samples
+    )

@@ -54,16 +54,28 @@ def _open_onnx(path: Any, provider: str | None = None, **kw: Any) -> Runner:
     return OnnxRunner(path, provider=provider or "CPUExecutionProvider", **kw)
 
 
+def _open_tflm(path: Any, provider: str | None = None, **kw: Any) -> Runner:
+    from toolkit.runtimes.tflm import TFLMRunner
+
+    return TFLMRunner(path, provider=provider, **kw)
+
+
 RUNTIMES: dict[str, Callable[..., Runner]] = {
     "keras": _open_keras,
     "litert": _open_litert,
     "onnxruntime": _open_onnx,
+    "tflm": _open_tflm,
 }
 
 
 # Runtimes that run an artifact format other than their own, and at which precisions only
 # (e.g. a microcontroller runtime that runs the full-integer .tflite files): format -> precisions.
-EXTRA_FORMATS: dict[str, dict[str, tuple[str, ...]]] = {}
+# TFLite Micro: the integer .tflite files a microcontroller runs. Checked bit-exact against
+# LiteRT's reference kernels (tests/test_tflm.py, docs/mcu.md); float and fp16 files run in
+# TFLM too but are not what a board ships.
+EXTRA_FORMATS: dict[str, dict[str, tuple[str, ...]]] = {
+    "tflm": {"tflite": ("int8", "int8-float-io", "uint8", "int16x8")},
+}
 
 
 def runs_artifact(runtime: str, fmt_format: str, precision: str, default_runtime: str) -> bool:
@@ -108,6 +120,11 @@ def available_runtimes() -> list[tuple[str, str]]:
 
     pairs = [("keras", os.environ.get("KERAS_BACKEND", "tensorflow"))]
     pairs += [("litert", d) for d in DELEGATES]
+    from toolkit.runtimes.tflm import PROVIDERS as TFLM_PROVIDERS
+    from toolkit.runtimes.tflm import tflm_available
+
+    if tflm_available():
+        pairs += [("tflm", p) for p in TFLM_PROVIDERS]
     try:
         import onnxruntime as ort
     except ImportError:  # pragma: no cover - onnxruntime is a hard dependency
