@@ -10,6 +10,7 @@ values are enqueued as the first trial, so "improves on the default" is measured
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -19,6 +20,21 @@ from typing import Any
 
 from toolkit.core.errors import UserError
 from toolkit.core.recipe import ParamRange, Recipe
+from toolkit.pipeline.tune_report import best_recipe, trial_row, write_outputs
+from toolkit.pipeline.tune_storage import (
+    FINISHED_STATES,
+    HEARTBEAT_S,
+    Heartbeat,
+    counts,
+    fail_dead_trials,
+    mask,
+    open_storage,
+    open_study,
+    run_worker,
+    spawn_workers,
+)
+
+__all__ = ["SAMPLERS", "TuneResult", "best_recipe", "grid_values", "search_space", "tune"]
 
 SAMPLERS = ("tpe", "random", "grid")
 
@@ -34,6 +50,9 @@ class TuneResult:
     best_recipe_path: Path | None
     seconds: float
     notes: list[str] = field(default_factory=list)
+    study: str | None = None  # the shared study's name and (masked) storage, when shared
+    storage: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # trial states in the whole study
 
 
 def search_space(recipe: Recipe) -> dict[str, ParamRange]:
@@ -168,7 +187,10 @@ def int8_footprint(run_dir: Path, recipe: Recipe) -> tuple[float, float]:
         return path.stat().st_size / 1024, float(latency)
 
 
-def _sampler(name: str, space: dict[str, ParamRange], seed: int, points: int, constrained: bool):
+def _sampler(
+    name: str, space: dict[str, ParamRange], seed: int, points: int, constrained: bool,
+    parallel: bool = False,
+) -> Any:  # fmt: skip
     import optuna
 
     if name == "tpe":
@@ -177,7 +199,11 @@ def _sampler(name: str, space: dict[str, ParamRange], seed: int, points: int, co
         constraints = (lambda t: t.user_attrs.get("constraint", (0.0,))) if constrained else None
         with warnings.catch_warnings():  # optuna 5 deprecates constraints_func; 3.6/4 need it
             warnings.simplefilter("ignore", FutureWarning)
-            return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # constant_liar: parallel workers do not all sample next to the same running trial
+            return optuna.samplers.TPESampler(
+                seed=seed, constraints_func=constraints, constant_liar=parallel
+            )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     grid = {key: grid_values(spec, points) for key, spec in space.items()}
@@ -192,8 +218,21 @@ def tune(
     out_dir: Path | str | None = None,
     seed: int = 0,
     timeout_s: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    workers: int = 1,
+    resume: bool = False,
+    heartbeat_s: float = HEARTBEAT_S,
+    worker_index: int | None = None,
+    log: Any = None,
 ) -> TuneResult:
-    """Run the search; writes trials.csv, tune.json and best-recipe.yaml into `out_dir`."""
+    """Run the search; writes trials.csv, tune.json and best-recipe.yaml into `out_dir`.
+
+    `storage` (an optuna URL or journal:PATH) makes the study shared: every process pointing
+    at it splits the `trials` budget, which counts the whole study. `workers` > 1 starts that
+    many worker processes here (default storage: out/study.journal) and waits for them;
+    `resume` continues an existing study. `worker_index` marks a started worker: it runs
+    trials and writes nothing into `out_dir` but its trial runs."""
     try:
         import optuna
     except ImportError:  # pragma: no cover - a declared dependency
@@ -205,11 +244,20 @@ def tune(
         raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
     if trials < 1:
         raise UserError(f"--trials must be >= 1; got {trials}")
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1; got {workers}")
     space = search_space(recipe)
     cfg = recipe.search
     assert cfg is not None
     out = Path(out_dir or Path("runs") / f"{recipe.name}-tune")
     out.mkdir(parents=True, exist_ok=True)
+    if storage is None and (workers > 1 or resume):
+        journal = out / "study.journal"
+        if not resume and journal.exists():
+            journal.unlink()  # a fresh default study; --resume continues the old one
+        storage = f"journal:{journal}"
+    store = open_storage(storage, workers)
+    name = study_name or f"{recipe.name}-tune"
     constrained = cfg.max_int8_kb is not None or cfg.max_int8_latency_ms is not None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = (
@@ -217,17 +265,17 @@ def tune(
         if cfg.prune
         else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=_sampler(sampler, space, seed, cfg.grid_points, constrained),
-        pruner=pruner,
-    )
+    chosen = _sampler(sampler, space, seed, cfg.grid_points, constrained, storage is not None)
+    where = mask(storage) if storage else "memory"
+    study, created = open_study(store, name, recipe, sampler=chosen, pruner=pruner,
+                                resume=resume, where=where)  # fmt: skip
     default = _default_params(recipe, space)
     notes = []
-    if default is not None and sampler != "grid":
-        study.enqueue_trial(default)
-    elif sampler != "grid":
+    if sampler != "grid" and default is None:
         notes.append("the recipe's own values lie outside the search space: no default trial")
+    if created and default is not None and sampler != "grid":
+        study.enqueue_trial(default)
+        study.set_user_attr("default_enqueued", True)
     state: dict[str, Any] = {}
 
     def objective(trial: Any) -> float:
@@ -240,9 +288,12 @@ def tune(
 
             state["task"] = load_dataset(recipe.dataset.spec()).task
             state["metric"], state["higher"] = headline(state["task"])
+            study.set_user_attr("metric", state["metric"])
+            study.set_user_attr("higher_is_better", state["higher"])
         monitor = get_task(state["task"]).monitor
         callback = pruning_callback(trial, monitor, monitor != "val_loss")
-        result = train(trial_recipe, out / "trials", force=True, extra_callbacks=[callback])
+        with Heartbeat(trial, heartbeat_s) if storage else contextlib.nullcontext():
+            result = train(trial_recipe, out / "trials", force=True, extra_callbacks=[callback])
         trial.set_user_attr("values", values)
         trial.set_user_attr("test", result.metrics["test"][state["metric"]])
         trial.set_user_attr("seconds", result.metrics["train_seconds"])
@@ -259,75 +310,45 @@ def tune(
         return value if state["higher"] else -value
 
     started = time.perf_counter()
-    study.optimize(objective, n_trials=trials, timeout=timeout_s, catch=())
-    rows = [_row(t, state.get("higher", True)) for t in study.trials]
+    if workers > 1 and worker_index is None:
+        recipe_path = out / "recipe.yaml"  # the resolved recipe: overrides already applied
+        recipe_path.write_text(recipe.to_yaml(), encoding="utf-8")
+        argv = [str(recipe_path), "--storage", storage, "--study", name, "--trials",
+                str(trials), "--sampler", sampler, "--out", str(out), "--heartbeat",
+                str(heartbeat_s)]  # fmt: skip
+        argv += ["--timeout", str(timeout_s)] if timeout_s else []
+        notes += spawn_workers(workers, argv, out, log, seed)
+    else:
+        run_worker(study, objective, trials, timeout_s=timeout_s, heartbeat_s=heartbeat_s)
+    failed = fail_dead_trials(study, 3 * heartbeat_s)
+    notes += [f"trial {n}: its worker is gone; marked FAIL" for n in failed]
+    attrs = study.user_attrs
+    metric = state.get("metric", attrs.get("metric", "?"))
+    higher = state.get("higher", attrs.get("higher_is_better", True))
+    rows = [trial_row(t, higher) for t in study.trials]
     feasible = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"]]
-    better = (lambda r: r["value"]) if state.get("higher", True) else (lambda r: -r["value"])
+    better = (lambda r: r["value"]) if higher else (lambda r: -r["value"])
     best = max(feasible, key=better) if feasible else None
-    default_row = rows[0] if default is not None and sampler != "grid" and rows else None
-    best_path = _write_outputs(out, recipe, space, rows, best, default_row, state)
+    first = rows[0] if rows and attrs.get("default_enqueued") else None
+    summary = counts(study)
+    finished = sum(summary.get(s, 0) for s in FINISHED_STATES)
+    if storage and finished < trials:
+        notes.append(f"{finished} of {trials} trials finished; run the same command with "
+                     "--resume to finish the study")  # fmt: skip
+    best_path = None
+    if worker_index is None:
+        best_path = write_outputs(out, recipe, space, rows, best, first, metric, name, where)
     return TuneResult(
         out_dir=out,
-        metric=state.get("metric", "?"),
-        higher_is_better=state.get("higher", True),
+        metric=metric,
+        higher_is_better=higher,
         trials=rows,
         best=best,
-        default=default_row,
+        default=first,
         best_recipe_path=best_path,
         seconds=round(time.perf_counter() - started, 1),
         notes=notes,
+        study=name if storage else None,
+        storage=where if storage else None,
+        counts=summary,
     )
-
-
-def _row(trial: Any, higher: bool) -> dict[str, Any]:
-    attrs = trial.user_attrs
-    constraint = attrs.get("constraint")
-    value = trial.value if trial.value is None or higher else -trial.value
-    return {
-        "trial": trial.number,
-        "state": trial.state.name,
-        "value": value,
-        "test": attrs.get("test"),
-        "values": attrs.get("values", {}),
-        "seconds": attrs.get("seconds"),
-        "params": attrs.get("params"),
-        "int8_kb": attrs.get("int8_kb"),
-        "int8_p50_ms": attrs.get("int8_p50_ms"),
-        "feasible": constraint is None or all(v <= 0 for v in constraint),
-    }
-
-
-def best_recipe(recipe: Recipe, values: dict[str, Any]) -> Recipe:
-    """The original recipe with the best values (full epochs, no search section)."""
-    tuned = recipe.with_overrides({**values, "name": f"{recipe.name}-tuned"})
-    return tuned.model_copy(update={"search": None})
-
-
-def _write_outputs(
-    out: Path,
-    recipe: Recipe,
-    space: dict[str, ParamRange],
-    rows: list[dict[str, Any]],
-    best: dict[str, Any] | None,
-    default: dict[str, Any] | None,
-    state: dict[str, Any],
-) -> Path | None:
-    import csv
-
-    from toolkit.core.rundir import atomic_write_text
-
-    with (out / "trials.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["trial", "state", f"val_{state.get('metric', 'metric')}", "test",
-                         *space, "int8_kb", "int8_p50_ms", "feasible", "seconds"])  # fmt: skip
-        for r in rows:
-            values = [json.dumps(r["values"].get(k)) for k in space]
-            tail = [r["int8_kb"], r["int8_p50_ms"], r["feasible"], r["seconds"]]
-            writer.writerow([r["trial"], r["state"], r["value"], r["test"], *values, *tail])
-    summary = {"metric": state.get("metric"), "best": best, "default": default, "trials": rows}
-    atomic_write_text(out / "tune.json", json.dumps(summary, indent=2, default=str) + "\n")
-    if best is None:
-        return None
-    path = out / "best-recipe.yaml"
-    atomic_write_text(path, best_recipe(recipe, best["values"]).to_yaml())
-    return path

@@ -18,8 +18,37 @@ def tune_command(
     seed: int = typer.Option(0, "--seed", help="Sampler seed."),
     timeout: float | None = typer.Option(None, "--timeout", min=1, help="Stop after N seconds."),
     sets: list[str] = typer.Option([], "--set", help="Override any recipe key: KEY=VALUE."),
+    storage: str | None = typer.Option(
+        None,
+        "--storage",
+        help="Shared optuna storage: journal:PATH, sqlite:///F.db, "
+        "postgresql://USER@HOST/DB, mysql://... Every process using it joins the study.",
+    ),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: RECIPE-tune)."),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Worker processes to start here (default storage: "
+        "OUT/study.journal). --trials is the budget of the whole study.",
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an existing study."),
+    heartbeat: float = typer.Option(
+        10.0,
+        "--heartbeat",
+        min=0.1,
+        help="Seconds between a trial's heartbeats; a trial "
+        "silent 3x as long (or whose process died) is marked FAIL.",
+    ),
+    worker_index: int | None = typer.Option(None, "--worker-index", hidden=True),
+    track: str | None = typer.Option(
+        None, "--track", help="mlflow[:URI]: log the study as a parent run, a child per trial."
+    ),
 ) -> None:
-    """Search hyperparameters; prints the trial table, writes best-recipe.yaml and trials.csv."""
+    """Search hyperparameters; prints the trial table, writes best-recipe.yaml and trials.csv.
+
+    Several processes or machines share one search with `--storage URL --study NAME`: each
+    runs the same command and joins the study; `--workers N` starts N processes here."""
     from toolkit.cli.commands.train_cmd import parse_sets
     from toolkit.core.recipe import load_recipe
     from toolkit.pipeline.tuning import tune
@@ -28,9 +57,19 @@ def tune_command(
     overrides = {**parse_sets(sets), "search.trial_epochs": epochs}
     if any(v is not None for v in overrides.values()):
         loaded = loaded.with_overrides(overrides)
+    from toolkit.core.progress import console
+
     result = tune(loaded, trials=trials, sampler=sampler, out_dir=out, seed=seed,
-                  timeout_s=timeout)  # fmt: skip
+                  timeout_s=timeout, storage=storage, study_name=study, workers=workers,
+                  resume=resume, heartbeat_s=heartbeat, worker_index=worker_index,
+                  log=lambda m: console.print(m, highlight=False))  # fmt: skip
+    if worker_index is not None:  # a started worker: the coordinator prints the table
+        return
     print_tune_table(result)
+    if track is not None:
+        from toolkit.pipeline.tracking import track_tune
+
+        console.print(track_tune(track, loaded, result), highlight=False)
 
 
 def print_tune_table(result: Any) -> None:
@@ -57,6 +96,9 @@ def print_tune_table(result: Any) -> None:
             _fmt(row["seconds"]),
         )
     console.print(table)
+    if result.study is not None:
+        seen = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items()))
+        console.print(f"study {result.study!r} in {result.storage}: {seen}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     if result.best is None:
