@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "toolkit.cli.commands.optimize_cmd",
     "toolkit.cli.commands.package_cmd",
     "toolkit.cli.commands.check_cmd",
+    "toolkit.cli.commands.serve_cmd",
 )
 
 

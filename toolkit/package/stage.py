@@ -162,6 +162,7 @@ def package(
     from toolkit.core.report import Report
     from toolkit.core.rundir import atomic_dir
     from toolkit.package.bundle import RUN_SCRIPT, deterministic_zip, load_run_module
+    from toolkit.package.bundle.deploy import serving_files
     from toolkit.package.bundle.manifest import (
         build_manifest,
         input_spec_for,
@@ -256,6 +257,7 @@ def package(
         manifest = build_manifest(
             name, target, spec, entries, labels, report, edgetpu, sample_text, __version__
         )
+        manifest.update(serving_files(work, name, target, spec, entries))  # drift + serve.py
         (work / "README.md").write_text(readme_text(manifest, target), encoding="utf-8")
         manifest["files"] = file_hashes(work)
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")

@@ -75,6 +75,12 @@ def _edgetpu_text(manifest: dict[str, Any]) -> str:
     )
 
 
+def _serve_text(manifest: dict[str, Any]) -> str:
+    from toolkit.package.bundle.deploy import deploy_for_manifest, readme_section
+
+    return readme_section(manifest["name"], deploy_for_manifest(manifest))
+
+
 def readme_text(manifest: dict[str, Any], target: Any) -> str:
     """README.md for a bundle (deterministic: only manifest values go in)."""
     primary = next(m for m in manifest["models"] if m.get("primary"))
@@ -110,5 +116,6 @@ def readme_text(manifest: dict[str, Any], target: Any) -> str:
             "input_details": _input_details(manifest),
             "notes": "\n".join(f"- {n}" for n in target.notes) or "- none",
             "edgetpu_text": _edgetpu_text(manifest),
+            "serve_text": _serve_text(manifest),
         }
     )
