@@ -186,16 +186,14 @@ def compare(
             "mean_confidence": round(float(probabilities.max(1).mean()), 6),
         }
     worst = max([f["psi"] for f in features] or [0.0])
-    worst_out = max(outputs.values()) if outputs else 0.0
-    drifted = worst > psi_limit or max([f["ks"] for f in features] or [0.0]) > ks_limit
-    drifted = drifted or (
-        outputs is not None and max(outputs["class_psi"], outputs["confidence_psi"]) > psi_limit
-    )
+    worst_out = max(outputs["class_psi"], outputs["confidence_psi"]) if outputs else 0.0
+    drifted = worst > psi_limit or worst_out > psi_limit
+    drifted = drifted or max([f["ks"] for f in features] or [0.0]) > ks_limit
     result.update(
         status="drift" if drifted else "ok",
         drift=bool(drifted),
         max_input_psi=round(worst, 6),
-        max_output_psi=round(float(worst_out) if outputs else 0.0, 6),
+        max_output_psi=round(float(worst_out), 6),
         features=features,
         outputs=outputs,
     )
