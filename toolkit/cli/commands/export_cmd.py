@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,12 @@ def export_command(
     allow_crash: bool = _allow_crash_option(),
     full_reference: bool = _full_reference_option(),
     list_formats: bool = typer.Option(False, "--list", help="List every artifact and exit."),
+    track: str | None = typer.Option(
+        None,
+        "--track",
+        help="mlflow[:URI]: log every report row and the artifacts "
+        "(default store: mlflow.db beside the run dir, else in RUNS_DIR).",
+    ),
 ) -> None:
     """Convert a model to TFLite/ONNX artifacts and validate each in its real runtime."""
     from toolkit.core.progress import console
@@ -142,15 +149,25 @@ def export_command(
         return
     if unsafe:
         console.print("[yellow]warning:[/] --unsafe: Python code inside the model file will run")
-    result, report = run_export(
-        model, formats=_split(formats), precisions=_split(precisions), data=data,
-        calib_samples=calib_samples, max_drop=max_drop, out=out, runs_dir=runs_dir, opset=opset,
-        force=force, safe_mode=not unsafe, latency_runs=latency_runs,
-        max_eval_samples=max_eval_samples,
-        input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
-        task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
-        full_reference=full_reference,
-    )  # fmt: skip
+    # the default store of a run dir is its runs dir's, where `train --track` logged it
+    track_root = model.parent if (model / "recipe.yaml").is_file() else runs_dir
+    if track is not None:  # a bad --track fails before the export, not after
+        from toolkit.pipeline.tracking import tracking_uri
+
+        tracking_uri(track, track_root)
+    options = {"model": model, "formats": formats, "precisions": precisions, "data": data,
+               "max_drop": max_drop, "runtimes": runtimes, "task": task}  # fmt: skip
+    with _tracked(track, model, out, track_root, options) as tracked:
+        tracked["result"], tracked["report"] = run_export(
+            model, formats=_split(formats), precisions=_split(precisions), data=data,
+            calib_samples=calib_samples, max_drop=max_drop, out=out, runs_dir=runs_dir, opset=opset,
+            force=force, safe_mode=not unsafe, latency_runs=latency_runs,
+            max_eval_samples=max_eval_samples,
+            input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
+            task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
+            full_reference=full_reference,
+        )  # fmt: skip
+    result, report = tracked["result"], tracked["report"]
     if report is not None:
         print_table(report)
     else:
@@ -160,6 +177,40 @@ def export_command(
     console.print(f"wrote {result.export_dir}/: " + " ".join(p.name for p in result.artifacts)
                   + (" report.json report.md plots/report.png" if report else ""),
                   highlight=False)  # fmt: skip
+    if "tracked" in tracked:
+        console.print(tracked["tracked"], highlight=False)
+
+
+@contextlib.contextmanager
+def _tracked(
+    track: str | None, model: Path, out: Path | None, runs_dir: Path, options: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """`--track`: log the export once it returned, or its report when the gate failed."""
+    from toolkit.core.errors import GateFailed
+
+    box: dict[str, Any] = {}
+    gate = "passed"
+    try:
+        yield box
+    except GateFailed:
+        gate = "failed"
+        raise
+    finally:
+        if track is not None and (gate == "failed" or "result" in box):
+            from toolkit.core.progress import console
+            from toolkit.pipeline.tracking import track_export
+
+            where = box["result"].export_dir if "result" in box else _export_dir(model, out)
+            if where is not None and ("result" in box or (where / "report.json").is_file()):
+                box["tracked"] = track_export(track, Path(where), runs_dir, options, gate=gate)
+                if gate == "failed":  # the command ends here: say it now
+                    console.print(box["tracked"], highlight=False)
+
+
+def _export_dir(model: Path, out: Path | None) -> Path | None:
+    if out is not None:
+        return out
+    return model / "export" if model.is_dir() and (model / "model.keras").is_file() else None
 
 
 def validate_command(

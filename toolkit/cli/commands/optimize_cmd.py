@@ -39,6 +39,9 @@ def optimize_command(
     batch_size: int | None = typer.Option(None, "--batch-size"),
     out: Path | None = typer.Option(None, "--out", help="Output dir (default: RUN/optimized)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output dir."),
+    track: str | None = typer.Option(
+        None, "--track", help="mlflow[:URI]: log the result (default store: RUN/../mlflow.db)."
+    ),
 ) -> None:
     """Prune / cluster / QAT a trained run; writes RUN/optimized/ for export and validate."""
     from toolkit.core.optimize_config import from_flags
@@ -54,6 +57,10 @@ def optimize_command(
 
     result = optimize(run, config, out, force, log=lambda m: console.print(m, highlight=False))
     print_result(result, console)
+    if track is not None:
+        from toolkit.pipeline.tracking import track_optimize
+
+        console.print(track_optimize(track, result, run, run.parent), highlight=False)
 
 
 def print_result(result: Any, console: Any) -> None:

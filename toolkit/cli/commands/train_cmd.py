@@ -54,6 +54,12 @@ def train_command(
     backbone: str | None = typer.Option(
         None, "--backbone", help="Transfer-learn from a Keras file or builder (transfer.backbone)."
     ),
+    track: str | None = typer.Option(
+        None,
+        "--track",
+        help="mlflow[:URI]: log recipe, epochs, test metrics and files "
+        "(default store: RUNS_DIR/mlflow.db).",
+    ),
 ) -> None:
     """Train a recipe, or pick one from --data; writes runs/<name>/ (model.keras, recipe.yaml,
     metrics.json, plots/, ...).
@@ -65,6 +71,10 @@ def train_command(
     from toolkit.core.progress import console
     from toolkit.pipeline.training import run_training
 
+    if track is not None:  # a bad --track fails before training, not after
+        from toolkit.pipeline.tracking import tracking_uri
+
+        tracking_uri(track, runs_dir)
     if image_size is not None and image_size < 1:
         raise UserError(f"--image-size must be a positive number of pixels; got {image_size}")
     chosen: Any = recipe
@@ -108,6 +118,13 @@ def train_command(
         from toolkit.cli.commands.optimize_cmd import print_result
 
         print_result(result.optimized, console)
+    if track is not None and result.run_dir.is_dir():  # absent on a non-chief worker
+        from toolkit.pipeline.tracking import track_optimize, track_train
+
+        console.print(track_train(track, result.run_dir, runs_dir), highlight=False)
+        if result.optimized is not None:
+            line = track_optimize(track, result.optimized, result.run_dir, runs_dir)
+            console.print(line, highlight=False)
 
 
 def register(app: typer.Typer, guarded: Callable[..., Any]) -> None:

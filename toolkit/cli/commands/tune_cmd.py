@@ -53,6 +53,10 @@ def tune_command(
     from toolkit.core.recipe import load_recipe
     from toolkit.pipeline.tuning import tune
 
+    if track is not None:  # a bad --track fails before the search, not after
+        from toolkit.pipeline.tracking import tracking_uri
+
+        tracking_uri(track, Path(out).parent if out else Path("runs"))
     loaded = load_recipe(recipe)
     overrides = {**parse_sets(sets), "search.trial_epochs": epochs}
     if any(v is not None for v in overrides.values()):
