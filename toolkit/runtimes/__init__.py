@@ -70,9 +70,10 @@ RUNTIMES: dict[str, Callable[..., Runner]] = {
 
 # Runtimes that run an artifact format other than their own, and at which precisions only
 # (e.g. a microcontroller runtime that runs the full-integer .tflite files): format -> precisions.
-# TFLite Micro: the integer .tflite files a microcontroller runs. Checked bit-exact against
-# LiteRT's reference kernels (tests/test_tflm.py, docs/mcu.md); float and fp16 files run in
-# TFLM too but are not what a board ships.
+# TFLite Micro: the integer .tflite files a microcontroller runs. Compared op by op with
+# LiteRT's reference kernels (tests/test_tflm.py, docs/mcu.md): identical but for int8
+# FULLY_CONNECTED (one step on a few values) and int16x8 FULLY_CONNECTED/MUL. Float files run
+# in TFLM too but are not what a board ships.
 EXTRA_FORMATS: dict[str, dict[str, tuple[str, ...]]] = {
     "tflm": {"tflite": ("int8", "int8-float-io", "uint8", "int16x8")},
 }

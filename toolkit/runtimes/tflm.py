@@ -120,6 +120,8 @@ def _graph_io(content: bytes) -> tuple[list[int], list[int], list[str]]:
 
 
 def _spec(detail: dict[str, Any], name: str) -> TensorSpec:
+    """A TensorSpec from TFLM's details; `name` from the signature or tensor (may be empty
+    in a stripped firmware model)."""
     q = detail.get("quantization_parameters") or {}
     scales, zeros = q.get("scales", []), q.get("zero_points", [])
     quant = (float(scales[0]), int(zeros[0])) if len(scales) else None
@@ -162,11 +164,14 @@ class TFLMRunner(Runner):
             )
         sig_in, sig_out = _signature_names(content)
         self.inputs = [
-            _spec(self._interp.get_input_details(i), sig_in.get(t, tensor_names[t]))
+            _spec(self._interp.get_input_details(i), sig_in.get(t, tensor_names[t]) or f"input_{i}")
             for i, t in enumerate(in_idx)
         ]
         outputs = [
-            _spec(self._interp.get_output_details(i), sig_out.get(t, tensor_names[t]))
+            _spec(
+                self._interp.get_output_details(i),
+                sig_out.get(t, tensor_names[t]) or f"output_{i}",
+            )
             for i, t in enumerate(out_idx)
         ]
         # LiteRT's signature runner lists outputs in signature order; follow it so "the first

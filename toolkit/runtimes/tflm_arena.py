@@ -50,7 +50,7 @@ class ArenaMeasure:
     recorded_bytes: int  # TFLM's own record of what it used in that arena
     head_bytes: int  # reusable activations (the memory planner's part)
     tail_bytes: int  # persistent: tensor structs, op data, quantization params
-    steps: int  # bisection steps taken
+    steps: int  # arena sizes tried after the first fit (record bracket + bisection)
     model_bytes: int  # the .tflite as it would be flashed
     flash_estimate_bytes: int  # model bytes + runtime + kernels (estimate)
     kernel_flash_bytes: dict[str, int] = field(default_factory=dict)
@@ -142,13 +142,23 @@ def measure_arena(
         if high >= ARENA_MAX:
             raise UserError(f"{path.name} does not fit a TFLM arena of {ARENA_MAX:,} bytes")
         high *= 2
-    # The allocation record is a lower bound: nothing below what TFLM used can work.
-    low = max(_record(record)[0] - ALIGN, 0) // ALIGN  # in ALIGN units; must fail (or be 0)
-    if low and _try(content, low * ALIGN, path, x)[0]:
-        low = 0  # the record under-counts here: search the whole range
-    high_units = -(-high // ALIGN)
-    steps = 0
-    best_record = record
+    # TFLM's record of what it used in the big arena brackets the answer: try it first, and
+    # one 16-byte step below it, so bisection usually has nothing left to do; when the record
+    # is off, the bracket widens to the whole range and bisection finds the true minimum.
+    recorded = -(-_record(record)[0] // ALIGN)  # in ALIGN units
+    high_units, best_record, steps = -(-high // ALIGN), record, 0
+    if recorded and recorded < high_units:
+        ok, rec = _try(content, recorded * ALIGN, path, x)
+        steps += 1
+        if ok:
+            high_units, best_record = recorded, rec
+    low = max(recorded - 1, 0)  # in ALIGN units; must fail (or be 0)
+    if low and low < high_units:
+        steps += 1
+        if _try(content, low * ALIGN, path, x)[0]:
+            low = 0  # the record over-counts here: search the whole range below
+    else:
+        low = 0
     while high_units - low > 1:
         mid = (low + high_units) // 2
         ok, rec = _try(content, mid * ALIGN, path, x)

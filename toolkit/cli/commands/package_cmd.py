@@ -44,8 +44,18 @@ def package_command(
         check = manifest["edgetpu"]
         verdict = "passed" if check["ok"] else "FAILED: " + "; ".join(check["problems"])
         typer.echo(f"Edge TPU op check: {verdict}")
+    if manifest.get("kind") == "tflm-firmware":  # a microcontroller: sources, not run.py
+        flash, ram = manifest["flash"], manifest["ram"]
+        typer.echo(
+            f"flash {flash['total']:,} of {flash['budget'] or 0:,} bytes, RAM {ram['total']:,} "
+            f"of {ram['budget'] or 0:,} (arena {manifest['arena']['constant_bytes']:,}); "
+            f"ops: {', '.join(manifest['resolver'])}"
+        )
     typer.echo(f"bundle: {result.bundle_dir}/ ({len(manifest['files']) + 1} files)")
     typer.echo(f"zip:    {result.zip_path}")
+    if manifest.get("kind") == "tflm-firmware":
+        typer.echo(f"check:  build {result.bundle_dir}/CMakeLists.txt; RunModelSelftest() says")
+        return
     typer.echo(f"check:  python {result.bundle_dir}/run.py --selftest")
 
 
@@ -69,6 +79,8 @@ def targets_command(
         table.add_column(col, overflow="fold")
     for t in targets:
         where = t.delegate if t.runtime == "litert" else (t.providers or ["CPU"])[0]
+        if t.firmware:
+            where = f"{t.flash_kb or '?'} KB flash, {t.ram_kb or '?'} KB RAM"
         table.add_row(
             t.name,
             t.artifact,

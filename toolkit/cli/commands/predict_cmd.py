@@ -125,6 +125,8 @@ def inspect_command(
     finally:
         runner.close()
     info.update(_details(path))
+    if path.suffix.lower() == ".tflite":
+        info["tflm"] = _tflm_details(path)
     info["input_spec"] = find_input_spec(path)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
@@ -155,6 +157,8 @@ def inspect_command(
     if info.get("ops"):
         ops = ", ".join(f"{k} x{v}" for k, v in sorted(info["ops"].items()))
         out.print(f"ops: {ops}", highlight=False)
+    if info.get("tflm"):
+        out.print(_tflm_line(info["tflm"]), highlight=False)
     spec = info["input_spec"]
     if spec:
         labels = spec.get("labels") or []
@@ -164,6 +168,36 @@ def inspect_command(
             f"{len(labels)} labels",
             highlight=False,
         )
+
+
+def _tflm_details(path: Path) -> dict[str, Any] | None:
+    """Microcontroller facts: measured TFLM arena, flash estimate, stripped size (docs/mcu.md).
+    None without tflite-micro; {"error": ...} when TFLM cannot run the model."""
+    from toolkit.package.mcu.strip import schema_floor, strip_model
+    from toolkit.runtimes.tflm import tflm_available
+    from toolkit.runtimes.tflm_arena import measure_arena
+
+    if not tflm_available():
+        return None
+    content = path.read_bytes()
+    stripped = strip_model(content)
+    try:
+        measure = measure_arena(path, content=stripped)
+    except UserError as exc:
+        return {"error": str(exc)}
+    return {**measure.as_dict(), "schema_floor_bytes": schema_floor(content)}
+
+
+def _tflm_line(tflm: dict[str, Any]) -> str:
+    if "error" in tflm:
+        return f"tflm: {tflm['error']}"
+    return (
+        f"tflm: arena {tflm['arena_bytes']:,} bytes measured (TFLM record "
+        f"{tflm['recorded_bytes']:,} = {tflm['head_bytes']:,} activations + "
+        f"{tflm['tail_bytes']:,} persistent); flash "
+        f"~{tflm['flash_estimate_bytes']:,} bytes (model {tflm['model_bytes']:,} stripped, schema "
+        f"floor {tflm['schema_floor_bytes']:,}, + TFLM code estimate)"
+    )
 
 
 def register(app: typer.Typer, guarded: Callable[..., Any]) -> None:

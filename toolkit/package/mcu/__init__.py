@@ -179,6 +179,7 @@ def package_mcu(
             src.arduino_sketch(sketch), encoding="utf-8"
         )
         (work / "labels.txt").write_text("".join(f"{lb}\n" for lb in labels), encoding="utf-8")
+        validation = _validation(report, target.artifact)
         host = {k: v for k, v in check.items() if k not in ("quantized_inputs", "outputs")}
         manifest = {
             "schema": 1,
@@ -222,11 +223,24 @@ def package_mcu(
                 "total": needs.ram,
                 "budget": (target.ram_kb or 0) * 1024 or None,
             },
+            "models": [  # the shape every bundle's manifest has (the CLI prints it)
+                {
+                    "name": target.artifact,
+                    "file": "model_data.cc",
+                    "format": "tflite",
+                    "precision": p["precision"],
+                    "runtime": "tflm",
+                    "primary": True,
+                    "inputs": [io["input"]],
+                    "outputs": [io["output"]],
+                    "validation": validation,
+                }
+            ],
+            "validation": validation,
             "ops": p["ops"],
             "resolver": [src.resolver_method(op)[0] for op in sorted(p["ops"])],
             "io": io,
             "labels": labels,
-            "validation": _validation(report, target.artifact),
             "host_check": {**host, "inputs": sample_text},
             "versions": {**(report.versions if report else {}), "packaged_with": __version__},
         }
