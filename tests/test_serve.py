@@ -509,3 +509,43 @@ def test_deploy_files_per_platform() -> None:
     assert "FROM nvcr.io/nvidia/l4t-jetpack" in dockerfile("m", jetson.platform)
     assert "--runtime nvidia" in dockerfile("m", jetson.platform)
     assert "--host 127.0.0.1" in systemd_unit("m")
+
+
+@pytest.mark.slow
+def test_bundle_serve_py_answers_the_same_under_an_emulated_pi(built, servers, tmp_path) -> None:
+    """serve.py under qemu-aarch64 (the `make pi-test` sysroot) plus the serving stack's aarch64
+    wheels unpacked in $PI_SERVE_SITE: the same answers as keras-edge serve on x86-64."""
+    import httpx
+
+    sysroot = Path(os.environ.get("PI_SYSROOT", Path.home() / ".cache/keras-edge/pi-sysroot"))
+    site = os.environ.get("PI_SERVE_SITE")
+    if not (sysroot / "qemu-aarch64").is_file() or not site or not Path(site, "fastapi").is_dir():
+        pytest.skip("needs the pi sysroot (make pi-test) and PI_SERVE_SITE (aarch64 fastapi stack)")
+    port = _free_port()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": f"{sysroot / 'site'}:{site}"}  # fmt: skip
+    cmd = [str(sysroot / "qemu-aarch64"), "-L", str(sysroot / "root"),
+           str(sysroot / "root/usr/bin/python3.11"), str(built["bundle"] / "serve.py"),
+           "--port", str(port)]  # fmt: skip
+    log = tmp_path / "pi.log"
+    proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        x = np.load(built["bundle"] / "selftest" / "inputs.npy")
+        pi = httpx.post(f"{url}/v1/predict?top_k=10", json={"inputs": x.tolist()}, timeout=60)
+        ours = servers["bundle"].post("/v1/predict?top_k=10", json={"inputs": x.tolist()})
+        assert pi.json()["predictions"] == ours.json()["predictions"]
+        bad = httpx.post(f"{url}/v1/predict", content=b"{", timeout=30,
+                         headers={"content-type": "application/json"})  # fmt: skip
+        assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -112,6 +112,15 @@ def _open(path: Path, provider: str | None = None, threads: int | None = None) -
     return open_runner(path, provider=provider, **kwargs)
 
 
+def _onnx_provider(entry: dict[str, Any]) -> str:
+    """The bundle's preferred ONNX Runtime provider that this machine has (else CPU)."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    wanted = [p for p in entry.get("providers") or [] if p in available]
+    return wanted[0] if wanted else "CPUExecutionProvider"
+
+
 def from_bundle(bundle: Path, threads: int | None = None) -> Served:
     manifest = _read_json(bundle / "manifest.json")
     verify_bundle(bundle, manifest)
@@ -120,7 +129,7 @@ def from_bundle(bundle: Path, threads: int | None = None) -> Served:
     if entry is None:
         raise UserError(f"{bundle}/manifest.json lists no model")
     path = _inside(bundle, entry["file"])
-    provider = entry.get("delegate") if entry["runtime"] == "litert" else None
+    provider = entry.get("delegate") if entry["runtime"] == "litert" else _onnx_provider(entry)
     runner = _open(path, provider, threads if threads is not None else entry.get("threads"))
     output = manifest.get("output") or {}
     return Served(
