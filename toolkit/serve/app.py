@@ -81,7 +81,9 @@ class Guard:
             length = headers.get(b"content-length")
             if self.api_key is not None and path not in OPEN_PATHS and not self._key_ok(headers):
                 await self._reject(send_status, 401, "missing or wrong API key: send X-API-Key")
-            elif length is not None and (not length.isdigit() or int(length) > self.max_body):
+            elif length is not None and not length.isdigit():
+                await self._reject(send_status, 400, "the Content-Length header is not a number")
+            elif length is not None and int(length) > self.max_body:
                 limit = f"{self.max_body} bytes"
                 await self._reject(send_status, 413, f"request body over the {limit} limit")
             else:

@@ -65,7 +65,7 @@ def deterministic_zip(bundle: Path, zip_path: Path, prefix: str) -> Path:
     with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         for rel in bundle_files(bundle):
             info = zipfile.ZipInfo(f"{prefix}/{rel}", date_time=ZIP_EPOCH)
-            mode = 0o755 if rel in ("run.py", "serve.py") else 0o644
+            mode = 0o755 if rel == "run.py" else 0o644
             info.external_attr = (0o100000 | mode) << 16
             info.create_system = 3  # unix, whatever the host
             info.compress_type = zipfile.ZIP_DEFLATED
