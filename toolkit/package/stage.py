@@ -300,6 +300,7 @@ def _package_firmware(
                 continue
             _check_budget(row, target.artifact, target)
             break
-    return package_mcu(
+    bundle_dir, zip_path, manifest, notes = package_mcu(
         export_dir, target, out=out, force=force, ignore_budget=ignore_budget, samples=samples
     )
+    return BundleResult(bundle_dir, zip_path, manifest, notes)

@@ -118,16 +118,16 @@ def package_mcu(
     force: bool = False,
     ignore_budget: bool = False,
     samples: int | np.ndarray = 16,
-) -> Any:
-    """Build `<out>/<target>/` (sources, sketch, manifest, README) and `<out>/<target>.zip`."""
+) -> tuple[Path, Path, dict[str, Any], list[str]]:
+    """Build `<out>/<target>/` (sources, sketch, manifest, README) and `<out>/<target>.zip`;
+    returns (bundle dir, zip, manifest, notes) for `package` to wrap."""
     from toolkit.core import __version__
     from toolkit.core.report import Report
     from toolkit.core.rundir import atomic_dir
-    from toolkit.package.bundle import deterministic_zip
+    from toolkit.package.bundle import bundle_files, deterministic_zip, sha256_file
     from toolkit.package.bundle.manifest import input_spec_for, selftest_samples
     from toolkit.package.mcu import sources as src
     from toolkit.package.mcu.readme import readme_text
-    from toolkit.package.stage import BundleResult, file_hashes
     from toolkit.runtimes import open_runner
 
     export_dir = Path(export_dir)
@@ -245,8 +245,10 @@ def package_mcu(
             "versions": {**(report.versions if report else {}), "packaged_with": __version__},
         }
         (work / "README.md").write_text(readme_text(manifest, target, sketch), encoding="utf-8")
-        manifest["files"] = file_hashes(work)
+        manifest["files"] = {
+            rel: sha256_file(work / rel) for rel in bundle_files(work) if rel != "manifest.json"
+        }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
     bundle_dir = out / target.name
     zip_path = deterministic_zip(bundle_dir, out / f"{target.name}.zip", f"{name}-{target.name}")
-    return BundleResult(bundle_dir, zip_path, manifest, notes)
+    return bundle_dir, zip_path, manifest, notes
