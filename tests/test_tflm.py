@@ -178,8 +178,8 @@ struct SerialPort {
 extern SerialPort Serial;
 """,
 }
-# Method names copied from tensorflow/lite/micro/micro_mutable_op_resolver.h (not from the
-# toolkit's table): a wrong name in a generated resolver fails to compile here.
+# Method names from tensorflow/lite/micro/micro_mutable_op_resolver.h (tflite-micro 90b983c,
+# Aug 2026; not from the toolkit's table): a wrong name in a generated resolver fails here.
 TFLM_METHODS = """Abs Add AddN ArgMax ArgMin AssignVariable AveragePool2D BatchMatMul BatchToSpaceNd
 BroadcastArgs BroadcastTo CallOnce Cast Ceil CircularBuffer Concatenation Conv2D Cos CumSum
 DepthToSpace DepthwiseConv2D Dequantize Div Elu EmbeddingLookup Equal Exp ExpandDims Fill Floor
@@ -189,7 +189,8 @@ Logistic MaxPool2D Maximum Mean Minimum MirrorPad Mul Neg NotEqual Pack Pad PadV
 ReadVariable ReduceMax ReduceMin Relu Relu6 Reshape ResizeBilinear ResizeNearestNeighbor Round
 Rsqrt SelectV2 Shape Sin Slice Softmax SpaceToBatchNd SpaceToDepth Split SplitV Sqrt Square
 SquaredDifference Squeeze StridedSlice Sub Sum Svdf Tanh Transpose TransposeConv
-UnidirectionalSequenceLSTM Unpack VarHandle While ZerosLike""".split()  # noqa: SIM905
+UnidirectionalSequenceLSTM Unpack VarHandle While ZerosLike DynamicUpdateSlice ReduceAll
+ReverseV2 DetectionPostprocess""".split()  # noqa: SIM905
 
 
 def _write_stubs(root: Path) -> Path:

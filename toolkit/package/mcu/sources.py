@@ -14,15 +14,20 @@ from typing import Any
 
 import numpy as np
 
-# Builtin op -> MicroMutableOpResolver method (tensorflow/lite/micro/micro_mutable_op_resolver.h).
-# Ops TFLM runs but not listed here get a name by the header's rule and a comment saying so.
+# Builtin op -> MicroMutableOpResolver method (tensorflow/lite/micro/micro_mutable_op_resolver.h;
+# every name checked against tflite-micro 90b983c, Aug 2026). Ops TFLM runs but not listed
+# here get a name by the header's rule and a comment saying so.
 RESOLVER_METHODS = {
     "ABS": "AddAbs", "ADD": "AddAdd", "ADD_N": "AddAddN", "ARG_MAX": "AddArgMax",
     "ARG_MIN": "AddArgMin", "ASSIGN_VARIABLE": "AddAssignVariable",
     "AVERAGE_POOL_2D": "AddAveragePool2D", "BATCH_MATMUL": "AddBatchMatMul",
     "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd", "BROADCAST_ARGS": "AddBroadcastArgs",
     "BROADCAST_TO": "AddBroadcastTo", "CALL_ONCE": "AddCallOnce", "CAST": "AddCast",
-    "CEIL": "AddCeil", "CONCATENATION": "AddConcatenation", "CONV_2D": "AddConv2D",
+    "CEIL": "AddCeil", "DYNAMIC_UPDATE_SLICE": "AddDynamicUpdateSlice",
+    "REDUCE_ALL": "AddReduceAll", "REVERSE_V2": "AddReverseV2",
+    "CUSTOM:TFLite_Detection_PostProcess": "AddDetectionPostprocess",
+    "CUSTOM:CIRCULAR_BUFFER": "AddCircularBuffer", "CUSTOM:ethos-u": "AddEthosU",
+    "CONCATENATION": "AddConcatenation", "CONV_2D": "AddConv2D",
     "COS": "AddCos", "CUMSUM": "AddCumSum", "DEPTH_TO_SPACE": "AddDepthToSpace",
     "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "DEQUANTIZE": "AddDequantize", "DIV": "AddDiv",
     "ELU": "AddElu", "EMBEDDING_LOOKUP": "AddEmbeddingLookup", "EQUAL": "AddEqual",
@@ -59,6 +64,7 @@ def resolver_method(op: str) -> tuple[str, bool]:
     """(method name, whether it is from the table) for a builtin op name."""
     if op in RESOLVER_METHODS:
         return RESOLVER_METHODS[op], True
+    op = op.removeprefix("CUSTOM:")
     parts = [p if re.fullmatch(r"\d+D", p) else p.capitalize() for p in op.split("_")]
     return "Add" + "".join(parts), False
 
