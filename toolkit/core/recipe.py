@@ -161,6 +161,16 @@ class SearchConfig(_Strict):
     grid_points: int = Field(3, ge=2)  # grid sampler: points per numeric range
 
 
+class DistributeConfig(_Strict):
+    """tf.distribute for training (docs/scale-out.md). `train.batch_size` stays the *global*
+    batch: each of N replicas gets batch_size / N. The cluster (hosts, this worker's index)
+    is not part of a recipe: it comes from TF_CONFIG or `train --workers/--worker-index`."""
+
+    strategy: Literal["none", "mirrored", "multi-worker"] = "none"
+    backup: bool = True  # BackupAndRestore: a restarted run resumes at its last epoch
+    communication: Literal["auto", "ring", "nccl"] = "auto"  # multi-worker all-reduce
+
+
 class Recipe(_Strict):
     name: str
     description: str = ""
@@ -173,6 +183,7 @@ class Recipe(_Strict):
     # Prune / cluster / QAT after training (`keras-edge train` then writes RUN/optimized/);
     # the same model as `keras-edge optimize`'s flags, so both are checked alike.
     optimize: OptimizeConfig | None = None
+    distribute: DistributeConfig | None = None
 
     @field_validator("name")
     @classmethod

@@ -29,6 +29,8 @@ def run_training(
         if any(k.startswith("dataset.") and v is not None for k, v in overrides.items()):
             dataset = None  # the data spec changed: load it afresh
     result = train(loaded, runs_dir, name=name, force=force, dataset=dataset)
+    if result.metrics.get("chief") is False:  # another worker of a multi-worker run: no run dir
+        return result
     if loaded.optimize is not None:
         from toolkit.optimize import optimize
 

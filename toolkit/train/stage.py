@@ -211,8 +211,12 @@ def train(
         from toolkit.core.recipe import load_recipe
 
         recipe = load_recipe(str(recipe))
+    from toolkit.train.distribute import make_plan
+
+    plan = make_plan(recipe.distribute)  # first: collective ops start with TF's context
     final = Path(runs_dir) / (name or recipe.name)
-    check_run_dir(final, force)  # before any slow work
+    if plan.chief:  # other workers write nothing there
+        check_run_dir(final, force)  # before any slow work
     cfg = recipe.train
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
@@ -225,7 +229,8 @@ def train(
     weights = class_weights(recipe, ds)
     steps = int(np.ceil(len(ds.train) / cfg.batch_size))
     total_steps = steps * (cfg.epochs + _fine_tune_epochs(recipe))
-    model, record = build_for_data(recipe, ds, loss, total_steps)
+    with plan.scope():  # variables of a distributed run are created under its strategy
+        model, record = build_for_data(recipe, ds, loss, total_steps)
     from toolkit.train.health import bn_momenta, input_size_warning
 
     builder = recipe.model.builder if recipe.transfer is None else recipe.transfer.backbone
@@ -235,31 +240,66 @@ def train(
         warn(small)
         findings.append({"kind": "input_size", "message": small})
     schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, steps, cfg.epochs)
-    model.compile(
-        optimizer=make_optimizer(cfg.optimizer, schedule),
-        loss=make_loss(loss, cfg.label_smoothing),
-        metrics=metrics_for(loss),
-    )
-    train_ds, val_ds = training_pipelines(recipe, ds, loss)
 
-    with atomic_dir(final, force=force) as work:
+    def compile_(target: Any) -> None:
+        target.compile(
+            optimizer=make_optimizer(cfg.optimizer, schedule),
+            loss=make_loss(loss, cfg.label_smoothing),
+            metrics=metrics_for(loss),
+        )
+
+    with plan.scope():
+        compile_(model)
+    train_ds, val_ds = training_pipelines(recipe, ds, loss)
+    if plan.distributed:
+        from toolkit.train.distribute import shard
+
+        train_ds, val_ds = shard(train_ds), shard(val_ds)
+
+    from toolkit.train.distribute import scratch_dir
+
+    where = atomic_dir(final, force=force) if plan.chief else scratch_dir("keras-edge-worker-")
+    with where as work:
         started = time.perf_counter()
         watch = _watch(model, ds, total_steps)
         callbacks = [*_callbacks(recipe, work, ds.task), watch, *(extra_callbacks or [])]
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=cfg.epochs,
-            verbose=0,
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            callbacks=callbacks,
-            class_weight=weights,
-        )
-        if recipe.transfer is not None:  # phase 2: unfreeze the backbone's top layers
-            from toolkit.train.transfer import fine_tune
+        backup = None
+        if plan.distributed and plan.backup:
+            from toolkit.train.distribute import backup_callback, backup_dir
 
-            fine_tune(model, recipe, train_ds, val_ds, callbacks, loss, weights)
+            backup = backup_dir(final, plan, recipe.to_yaml())
+            callbacks.append(backup_callback(backup))
+        from toolkit.train.distribute import defer_keras_build, keras_multi_worker_logs
+
+        if plan.distributed:
+            defer_keras_build(model)
+        with plan.scope(), keras_multi_worker_logs(plan):
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=cfg.epochs,
+                verbose=0,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded
+                callbacks=callbacks,
+                class_weight=weights,
+            )
+            if recipe.transfer is not None:  # phase 2: unfreeze the backbone's top layers
+                from toolkit.train.transfer import fine_tune
+
+                fine_tune(model, recipe, train_ds, val_ds, callbacks, loss, weights)
         seconds = time.perf_counter() - started
+        if backup is not None:  # finished: nothing left to resume
+            import shutil
+
+            shutil.rmtree(backup, ignore_errors=True)
+        if plan.distributed:  # evaluate and save as plain one-device Keras
+            from toolkit.train.distribute import describe, plain_copy
+
+            model = plain_copy(model)
+            compile_(model)
+            if not plan.chief:
+                info = {"chief": False, "distribute": describe(plan), "worker": plan.index}
+                return TrainResult(final, info, _history(work / "history.csv"), 0)
         best = work / "best.weights.h5"
         if best.exists():
             model.load_weights(str(best))
@@ -279,6 +319,8 @@ def train(
             ),
             warnings=findings + ([watch.finding] if watch.finding else []),
         )
+        if plan.distributed:
+            metrics["distribute"] = describe(plan)
         model.save(str(work / "model.keras"))
         save_input_spec(build_input_spec(ds, record, recipe.dataset.spec()), work)
         atomic_write_text(work / "recipe.yaml", recipe.to_yaml())

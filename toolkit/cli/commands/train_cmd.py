@@ -54,6 +54,24 @@ def train_command(
     backbone: str | None = typer.Option(
         None, "--backbone", help="Transfer-learn from a Keras file or builder (transfer.backbone)."
     ),
+    distribute: str | None = typer.Option(
+        None,
+        "--distribute",
+        help="mirrored (GPUs of this host) | multi-worker (several hosts, "
+        "from TF_CONFIG or --workers) | none. Sets the recipe's distribute.strategy.",
+    ),
+    workers: str | None = typer.Option(
+        None,
+        "--workers",
+        help="HOST:PORT of every worker, comma-separated, the same list and "
+        "order on each host (implies --distribute multi-worker; written to TF_CONFIG).",
+    ),
+    worker_index: int | None = typer.Option(
+        None,
+        "--worker-index",
+        min=0,
+        help="This host's place in --workers (0: the chief, which alone writes the run dir).",
+    ),
     track: str | None = typer.Option(
         None,
         "--track",
@@ -75,6 +93,17 @@ def train_command(
         from toolkit.pipeline.tracking import tracking_uri
 
         tracking_uri(track, runs_dir)
+    if distribute is not None and distribute not in ("none", "mirrored", "multi-worker"):
+        raise UserError(f"--distribute must be mirrored, multi-worker or none; got {distribute!r}")
+    if workers is not None:
+        import os
+
+        from toolkit.train.distribute import tf_config_from_flags
+
+        os.environ["TF_CONFIG"] = tf_config_from_flags(workers, worker_index)
+        distribute = distribute or "multi-worker"
+    elif worker_index is not None:
+        raise UserError("--worker-index needs --workers HOST:PORT,HOST:PORT,...")
     if image_size is not None and image_size < 1:
         raise UserError(f"--image-size must be a positive number of pixels; got {image_size}")
     chosen: Any = recipe
@@ -103,6 +132,7 @@ def train_command(
         "train.seed": seed,
         "dataset.seed": seed,
         "transfer.backbone": backbone,
+        "distribute.strategy": distribute,
         **parse_sets(sets),
     }
     if recipe is None:  # show the recipe as it will run, overrides applied
@@ -113,6 +143,10 @@ def train_command(
     result = run_training(chosen, overrides, runs_dir=runs_dir, name=name, force=force,
                           log=lambda m: console.print(m, highlight=False),
                           dataset=dataset)  # fmt: skip
+    if result.metrics.get("chief") is False:  # a multi-worker run's other worker
+        console.print(f"worker {result.metrics['worker']} finished; the chief (worker 0) "
+                      f"wrote the run dir", highlight=False)  # fmt: skip
+        return
     print_train_summary(result)
     if result.optimized is not None:  # the recipe's optimize: section ran
         from toolkit.cli.commands.optimize_cmd import print_result
