@@ -382,6 +382,8 @@ def test_model_endpoint_and_metrics(servers, built) -> None:
     assert any(s.labels["code"] == "200" for s in requests)
     assert "keras_edge_request_duration_seconds" in families
     assert "keras_edge_drift_detected" in families
+    # the server's own log reaches stderr (not the CLI's output capture)
+    assert "Uvicorn running on" in (built["root"] / "bundle.log").read_text()
 
 
 def _feed(client, x: np.ndarray) -> None:

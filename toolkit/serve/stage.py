@@ -109,9 +109,14 @@ def app_from_env() -> Any:
 
 def serve(config: ServeConfig, announce: Any = print) -> None:
     """Load, then serve until interrupted."""
+    app, served = build(config)
+    run_server(app, served, config, announce)
+
+
+def run_server(app: Any, served: Any, config: ServeConfig, announce: Any = print) -> None:
+    """Serve a built app until interrupted; uvicorn logs (and 500 tracebacks) go to stderr."""
     import uvicorn
 
-    app, served = build(config)
     where = f"http://{config.host}:{config.port}"
     for note in served.notes:
         announce(f"note: {note}")

@@ -49,7 +49,7 @@ def serve_command(
 ) -> None:
     """Serve a model over HTTP: /v1/predict, /v1/model, /v1/drift, /metrics, /docs."""
     from toolkit.core.progress import console
-    from toolkit.serve.stage import ServeConfig, serve
+    from toolkit.serve.stage import ServeConfig, build, run_server
 
     config = ServeConfig(
         target=str(target),
@@ -68,7 +68,12 @@ def serve_command(
         api_key_file=str(api_key_file) if api_key_file else None,
         log_requests=str(log_requests) if log_requests else None,
     )
-    serve(config, announce=lambda text: console.print(text, highlight=False, soft_wrap=True))
+    # Only loading runs under the CLI's error policy and output capture: a long-running server
+    # must log to the real stderr, not into the capture's temporary file.
+    app, served = _GUARDED["fn"](build, heavy=False)(config)
+    run_server(
+        app, served, config, lambda text: console.print(text, highlight=False, soft_wrap=True)
+    )
 
 
 def monitor_command(
@@ -100,6 +105,10 @@ def monitor_command(
         raise GateFailed(f"drift detected in {report['samples']} logged samples")
 
 
+_GUARDED: dict[str, Callable[..., Any]] = {}
+
+
 def register(app: typer.Typer, guarded: Callable[..., Any]) -> None:
-    app.command("serve")(guarded(serve_command, heavy=False))
+    _GUARDED["fn"] = guarded
+    app.command("serve")(serve_command)  # guards its loading step itself (above)
     app.command("monitor")(guarded(monitor_command, heavy=False))
