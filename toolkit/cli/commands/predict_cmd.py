@@ -180,6 +180,8 @@ def _tflm_details(path: Path) -> dict[str, Any] | None:
     if not tflm_available():
         return None
     content = path.read_bytes()
+    if len(content) > 16 << 20:  # no microcontroller flashes this; bisection would take a while
+        return {"error": f"not measured: {len(content):,} bytes is over any MCU's flash"}
     stripped = strip_model(content)
     try:
         measure = measure_arena(path, content=stripped)
