@@ -132,6 +132,19 @@ def test_measured_arena_is_the_minimum(digits) -> None:
             open_runner(path, runtime="tflm", arena_size=smaller).predict(x)
 
 
+def test_inspect_shows_the_stripped_model_arena(digits) -> None:
+    from toolkit.cli.commands.predict_cmd import _tflm_details, _tflm_line
+    from toolkit.package.mcu.strip import schema_floor, strip_model
+    from toolkit.runtimes.tflm_arena import measure_arena
+
+    path = digits["export"] / "model-int8.tflite"
+    shown = _tflm_details(path)  # measured in a child process
+    stripped = strip_model(path.read_bytes())
+    assert shown == {**measure_arena(path, content=stripped).as_dict(),
+                     "schema_floor_bytes": schema_floor(path.read_bytes())}  # fmt: skip
+    assert f"arena {shown['arena_bytes']:,} bytes measured" in _tflm_line(shown)
+
+
 STUBS = {
     "tensorflow/lite/c/common.h": """#pragma once
 #include <cstddef>

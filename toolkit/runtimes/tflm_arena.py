@@ -177,3 +177,38 @@ def measure_arena(
     ops = model_ops(content)
     flash, kernels = flash_estimate(len(content), ops)
     return ArenaMeasure(arena, total, head, tail, steps, len(content), flash, kernels, ops)
+
+
+def measure_arena_isolated(path: str | Path, timeout: float = 300) -> dict[str, Any]:
+    """`measure_arena(path).as_dict()` computed in a child process, so a TFLM abort on an odd
+    model becomes {"error": ...} instead of ending the caller (inspect, reports)."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "toolkit.runtimes.tflm_arena", str(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"TFLM arena measurement took over {timeout:g} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    if proc.returncode < 0:
+        import signal
+
+        return {
+            "error": f"TFLM crashed on {Path(path).name} ({signal.Signals(-proc.returncode).name})"
+        }
+    return {"error": (proc.stderr.strip().splitlines() or ["TFLM failed"])[-1]}
+
+
+if __name__ == "__main__":  # the child of measure_arena_isolated: one JSON line, or exit 2
+    import json
+    import sys
+
+    try:
+        print(json.dumps(measure_arena(sys.argv[1]).as_dict()))
+    except UserError as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(2)

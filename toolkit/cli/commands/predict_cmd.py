@@ -171,23 +171,32 @@ def inspect_command(
 
 
 def _tflm_details(path: Path) -> dict[str, Any] | None:
-    """Microcontroller facts: measured TFLM arena, flash estimate, stripped size (docs/mcu.md).
-    None without tflite-micro; {"error": ...} when TFLM cannot run the model."""
+    """Microcontroller facts: measured TFLM arena, flash estimate, stripped size (docs/mcu.md),
+    measured in a child process. None without tflite-micro; {"error": ...} when TFLM cannot
+    run the model."""
+    import tempfile
+
     from toolkit.package.mcu.strip import schema_floor, strip_model
     from toolkit.runtimes.tflm import tflm_available
-    from toolkit.runtimes.tflm_arena import measure_arena
+    from toolkit.runtimes.tflm_arena import measure_arena_isolated
 
     if not tflm_available():
         return None
     content = path.read_bytes()
     if len(content) > 16 << 20:  # no microcontroller flashes this; bisection would take a while
         return {"error": f"not measured: {len(content):,} bytes is over any MCU's flash"}
-    stripped = strip_model(content)
     try:
-        measure = measure_arena(path, content=stripped)
-    except UserError as exc:
-        return {"error": str(exc)}
-    return {**measure.as_dict(), "schema_floor_bytes": schema_floor(content)}
+        stripped = strip_model(content)
+        floor = schema_floor(content)
+    except Exception as exc:  # LiteRT loaded it; a graph our editor cannot rewrite is foreign
+        return {"error": f"cannot strip {path.name} for TFLM: {type(exc).__name__}"}
+    with tempfile.TemporaryDirectory(prefix="keras-edge-inspect-") as work:
+        flashed = Path(work) / "model.tflite"
+        flashed.write_bytes(stripped)
+        measured = measure_arena_isolated(flashed)
+    if "error" in measured:
+        return {"error": measured["error"].replace("model.tflite", path.name)}
+    return {**measured, "schema_floor_bytes": floor}
 
 
 def _tflm_line(tflm: dict[str, Any]) -> str:
