@@ -302,3 +302,65 @@ def test_imports_stay_light():
         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_onnx_precisions_share_one_tf2onnx_conversion(tabular, tmp_path, monkeypatch):
+    """fp16/int8/dynamic start from the fp32 graph converted once per model state; a model
+    whose weights changed is converted again."""
+    from toolkit.convert import onnx as onnx_export
+
+    model, x = tabular
+    calls = []
+    real = onnx_export._to_onnx_fp32
+    monkeypatch.setattr(onnx_export, "_to_onnx_fp32",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))  # fmt: skip
+    monkeypatch.setattr(onnx_export, "_LAST_FP32", [])
+    first = {p: convert(model, f"onnx-{p}", tmp_path / "a", calibration=x[:64])
+             for p in ("fp32", "fp16", "int8", "dynamic")}  # fmt: skip
+    assert len(calls) == 1
+    weights = model.get_weights()
+    model.set_weights([w * 1.5 for w in weights])
+    try:
+        again = convert(model, "onnx-fp32", tmp_path / "b")
+    finally:
+        model.set_weights(weights)
+    assert len(calls) == 2
+    assert first["fp32"].read_bytes() != again.read_bytes()
+
+
+def _numerics(content: bytes) -> tuple:
+    """Everything in a .tflite that decides what it computes: buffers (metadata buffers left
+    out), tensors with their quantization, operators and signatures."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    meta = {m.buffer for m in model.metadata or []}
+    buffers = tuple(b"" if b.data is None or i in meta else bytes(b.data)
+                    for i, b in enumerate(model.buffers))  # fmt: skip
+    graphs = []
+    for g in model.subgraphs:
+        tensors = tuple((bytes(t.name), tuple(t.shape), t.type, t.buffer,
+                         None if t.quantization is None or t.quantization.scale is None else
+                         (tuple(t.quantization.scale), tuple(t.quantization.zeroPoint)))
+                        for t in g.tensors)  # fmt: skip
+        ops = tuple((o.opcodeIndex, tuple(o.inputs), tuple(o.outputs)) for o in g.operators)
+        graphs.append((tensors, ops, tuple(g.inputs), tuple(g.outputs)))
+    signatures = tuple(bytes(s.signatureKey) for s in model.signatureDefs or [])
+    return buffers, tuple(graphs), signatures
+
+
+def test_int8_files_from_one_calibration_equal_the_converters(cnn, tmp_path):
+    """int8, int8-float-io and uint8 share one calibration run; each file computes exactly
+    what TFLiteConverter.convert() writes for that precision."""
+    from toolkit.convert import tflite as tflite_export
+    from toolkit.convert import tflite_calibrated
+
+    model, x, _ = cnn
+    tflite_calibrated._LAST.clear()
+    for precision in tflite_calibrated.SHARED:
+        ours = convert(model, f"tflite-{precision}", tmp_path, calibration=x[:64]).read_bytes()
+        converter = tflite_export.make_converter(model, precision, calibration=x[:64])
+        with tflite_export._quiet_converter():
+            plain = converter.convert()
+        assert _numerics(ours) == _numerics(plain), precision
+    assert len(tflite_calibrated._LAST) == 1  # one calibrated model served all three

@@ -54,7 +54,7 @@ def test_export_publishes_then_fails_unless_the_crash_is_allowed(cli, aborting, 
              y=np.arange(200) % 10)  # fmt: skip
     args = ["export", str(keras_path), "--data", f"npz:{tmp_path / 'd.npz'}", "--formats",
             "tflite", "--precisions", "fp32,int8", "--latency-runs", "0", "--calib-samples", "32",
-            "--task", "classification"]  # fmt: skip
+            "--task", "classification", "--runtimes", "litert"]  # fmt: skip
     proc = cli(*args, "--out", str(tmp_path / "a"))
     one_error_line(proc, "1 runtime row(s) crashed: tflite-int8 on litert/reference (SIGABRT)",
                    code=1)  # fmt: skip
@@ -65,13 +65,15 @@ def test_export_publishes_then_fails_unless_the_crash_is_allowed(cli, aborting, 
     assert allowed.returncode == 0, allowed.stderr[-2000:]
 
 
-def test_reference_kernels_run_on_a_subset_and_say_how_bit_exact(tmp_path) -> None:
-    """The slow reference kernels see the first N samples; their drop is against the Keras
-    model on those same samples, and `bit_exact` compares them with the XNNPACK row."""
+def test_slow_rows_run_on_a_subset_and_say_how_bit_exact(tmp_path) -> None:
+    """The slow rows (reference kernels, TFLite Micro, int16x8 on XNNPACK) see the first N
+    samples; their drop is against the Keras model on those same samples, and `bit_exact`
+    compares them with the artifact's full row (XNNPACK) where it has one."""
     import keras
 
     from toolkit.convert import convert
     from toolkit.data.evaldata import EvalData
+    from toolkit.validate.plan import sampled_reason
     from toolkit.validate.stage import validate
 
     inputs = keras.Input((12,), name="input")
@@ -80,15 +82,20 @@ def test_reference_kernels_run_on_a_subset_and_say_how_bit_exact(tmp_path) -> No
     rng = np.random.default_rng(3)
     x = rng.normal(size=(300, 12)).astype(np.float32)
     artifacts = [convert(model, name, tmp_path / name, calibration=x[:64])
-                 for name in ("tflite-fp32", "tflite-int8")]  # fmt: skip
+                 for name in ("tflite-fp32", "tflite-int8", "tflite-int16x8")]  # fmt: skip
     data = EvalData(x, np.argmax(model.predict(x, verbose=0), 1), "classification")
     report = validate(artifacts, data, reference=model, latency_runs=0, progress=False,
                       reference_samples=50)  # fmt: skip
     for row in report.artifacts:
-        if row.provider == "reference":
-            assert row.samples == 50 and 0.0 <= row.bit_exact <= 1.0
-        else:
-            assert row.samples is None and row.bit_exact is None
+        slow = sampled_reason((row.runtime, row.provider), row.precision)
+        assert (row.samples == 50) == (slow is not None), row
+        if slow is None:
+            assert row.bit_exact is None
+        elif row.precision != "int16x8":  # int16x8 has no full row to compare with
+            assert 0.0 <= row.bit_exact <= 1.0 and slow in row.notes[-1]
+    int16 = next(r for r in report.artifacts if (r.name, r.provider) == ("tflite-int16x8",
+                                                                         "xnnpack"))  # fmt: skip
+    assert int16.samples == 50 and "not delegated to XNNPACK" in int16.notes[-1]
     int8_ref = next(r for r in report.artifacts if r.name == "tflite-int8" and
                     r.provider == "reference")  # fmt: skip
     assert int8_ref.bit_exact >= 0.95  # integer kernels: XNNPACK and reference agree (nearly) all

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from toolkit.pipeline.training import run_training
@@ -36,3 +37,15 @@ def test_mnist_full_cnn_short(shared_dir, tmp_path, monkeypatch) -> None:
     result = run_training("mnist-full-cnn", {"train.epochs": 5}, runs_dir=tmp_path)
     assert result.metrics["test"]["samples"] == 2000
     assert result.metrics["test"]["accuracy"] >= 0.98
+    # Issue #16: every artifact's accuracy pass, batched as validation runs it, equals batch 1
+    # (on the first 1,000 test images: the batch-1 loops over every runtime take the time).
+    from _batching import assert_identical, batched_vs_batch1
+
+    from toolkit.core.modelio import load_model
+    from toolkit.data.evaldata import dataset_for_model, eval_data
+
+    loaded = load_model(result.run_dir)
+    ds = dataset_for_model(loaded, None)
+    x = np.asarray(eval_data(ds, "test", limit=1000).x)
+    rows = batched_vs_batch1(loaded.model, ds.train.take_x(128, seed=0), x, tmp_path / "art")
+    assert_identical(rows)

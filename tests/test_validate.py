@@ -109,6 +109,10 @@ def test_one_entry_per_artifact_and_runtime(report):
     expected += [
         (f"onnx-{p}", "onnxruntime", pr) for p in ("fp32", "int8") for pr in _onnx_providers()
     ]
+    from toolkit.runtimes import available_runtimes
+
+    # TFLite Micro, where its wheel is installed, runs the full-integer file (not the float ones).
+    expected += [("tflite-int8", rt, p) for rt, p in available_runtimes() if rt == "tflm"]
     assert got == sorted(expected)
     assert report.artifacts[0].name == "keras-fp32"  # table order
 
@@ -161,7 +165,10 @@ def test_corrupted_artifact_gets_an_error_and_the_rest_still_run(cnn, export_dir
     by_name = {(a.name, a.provider): a for a in result.artifacts}
     onnx_providers = _onnx_providers()
     assert {p for name, p in by_name if name.startswith("onnx-")} == set(onnx_providers)
-    assert len(by_name) == 2 + 2 * len(onnx_providers)  # 2 TFLite delegates; ONNX on each EP
+    from toolkit.runtimes import available_runtimes
+
+    tflm = sum(1 for rt, _ in available_runtimes() if rt == "tflm")  # runs the int8 file too
+    assert len(by_name) == 2 + tflm + 2 * len(onnx_providers)  # LiteRT x2; ONNX on each EP
     for key in [
         ("tflite-int8", "xnnpack"),
         ("tflite-int8", "reference"),
@@ -268,7 +275,9 @@ def test_artifact_names_and_discovery(tmp_path):
         "model-fp32.tflite",
         "model-int8.onnx",
     ]
-    assert runtimes_for(BY_NAME["tflite-int8"]) == [("litert", "xnnpack"), ("litert", "reference")]
+    litert = [("litert", "xnnpack"), ("litert", "reference")]
+    assert runtimes_for(BY_NAME["tflite-int8"])[:2] == litert
+    assert runtimes_for(BY_NAME["tflite-fp32"]) == litert  # TFLM, if present, runs integer files
     assert ("onnxruntime", "CPUExecutionProvider") in runtimes_for(BY_NAME["onnx-int8"])
     assert [rt for rt, _ in runtimes_for(BY_NAME["keras-fp32"])] == ["keras"]
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.convert import tflite_calibrated
 from toolkit.convert import tflite_signature as sig
 from toolkit.convert.calibration import (
     ConversionFailed,
@@ -244,12 +245,22 @@ def export_tflite(
             model, precision, calibration, input_signature, denylisted_nodes, denylisted_ops
         )
     else:
-        converter = make_converter(
-            model, precision, calibration=calibration, input_signature=input_signature
-        )
         try:
-            with _quiet_converter():
-                content = converter.convert()
+            if precision in tflite_calibrated.SHARED:  # one calibration for the three int8s
+                calibration = check_calibration(
+                    calibration, sig.input_signature(model, input_signature)[0].shape,
+                    f"tflite-{precision}",
+                )  # fmt: skip
+                content = tflite_calibrated.quantize(model, precision, calibration,
+                                                     input_signature)  # fmt: skip
+            else:
+                converter = make_converter(
+                    model, precision, calibration=calibration, input_signature=input_signature
+                )
+                with _quiet_converter():
+                    content = converter.convert()
+        except UserError:
+            raise
         except Exception as exc:
             raise ConversionFailed(f"tflite-{precision}", "TFLite conversion", exc) from exc
     if precision in FULL_INTEGER:

@@ -171,3 +171,18 @@ def _onnx_macs(node: Any, shapes: dict[str, list[int]]) -> int:
         trans_b = any(a.name == "transB" and a.i for a in node.attribute)
         return _prod(out) * int(weights[1] if trans_b else weights[0])
     return _prod(out) * int(weights[-2]) if len(weights) >= 2 else 0  # MatMul: B [..., K, N]
+
+
+def weights_digest(model: Any) -> str | None:
+    """sha256 of the model's weights in order: the same trained model, whatever file holds it
+    (a .keras zip carries a save date, so file hashes differ for identical models)."""
+    import hashlib
+
+    try:
+        weights = model.get_weights()
+    except Exception:  # a model object without Keras weights: nothing to fingerprint
+        return None
+    digest = hashlib.sha256()
+    for w in weights:
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()

@@ -198,6 +198,8 @@ class Report:
     budget: dict[str, Any] | None = None  # {"max_drop", "chosen", "ladder": [...]}; carried
     # Artifacts that could not apply to this model, left out of the export: [{"name", "reason"}]
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    # Where the wall time went, in seconds: convert_s, reference_s, accuracy_s, latency_s, jobs.
+    timings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def metric_name(self) -> str:
@@ -232,6 +234,8 @@ class Report:
         if self.budget is not None:
             out["budget"] = self.budget
         out["skipped"] = self.skipped
+        if self.timings:
+            out["timings"] = self.timings
         return out
 
     def to_json(self) -> str:
@@ -263,6 +267,7 @@ class Report:
             created=data.get("created", ""),
             budget=data.get("budget"),
             skipped=list(data.get("skipped") or []),
+            timings=dict(data.get("timings") or {}),
         )
 
     @classmethod

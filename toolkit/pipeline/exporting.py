@@ -7,6 +7,7 @@ the same staged directory, so a published export dir always has its report.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def run_export(
     target: str | None = None,
     allow_crash: bool = False,
     full_reference: bool = False,
+    jobs: int | None = None,
 ) -> Any:
     """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
 
@@ -110,18 +112,23 @@ def run_export(
     validated: list[Any] = []
     skipped: list[dict[str, str]] = []  # artifacts that cannot apply: report.json's `skipped`
 
+    clock = {"start": time.perf_counter()}
+
     def validate_staged(staging: Path, staged: list[Path]) -> None:
         """Measure the staged artifacts; the report names their final paths."""
+        convert_s = time.perf_counter() - clock["start"]  # the ladder's search included
         test = eval_data(ds, "test", limit=max_eval_samples, seed=seed, adapt=adapt,
                          parity_model=reference, task=task)  # fmt: skip
         report = validate(staged, test, reference=loaded.model, latency_runs=latency_runs,
                           runtimes=runtimes,
-                          reference_samples=_reference_samples(full_reference))  # fmt: skip
+                          reference_samples=_reference_samples(full_reference),
+                          jobs=jobs)  # fmt: skip
         for row in report.artifacts:
             row.path = str(export_dir / Path(row.path).name)
         if budget is not None:
             report.budget = budget
         report.skipped = list(skipped)
+        report.timings = {"convert_s": round(convert_s, 2), **report.timings}
         report.apply_budget_flags(max_drop, min_sqnr)
         save_report(report, staging)
         validated.append(report)
@@ -253,6 +260,7 @@ def run_validate(
     target: str | None = None,
     allow_crash: bool = False,
     full_reference: bool = False,
+    jobs: int | None = None,
 ) -> Any:
     """Validate an existing export directory (re-runnable from disk); writes its report."""
     from toolkit.core.errors import UserError
@@ -288,7 +296,8 @@ def run_validate(
     test = eval_data(ds, "test", limit=max_eval_samples, seed=seed, task=task)
     report = validate(artifacts, test, reference=loaded.model, latency_runs=latency_runs,
                       runtimes=runtimes,
-                      reference_samples=_reference_samples(full_reference))  # fmt: skip
+                      reference_samples=_reference_samples(full_reference),
+                      jobs=jobs)  # fmt: skip
     report.apply_budget_flags(max_drop, min_sqnr)
     save_report(report, export_dir)
     gate(report, max_drop, export_dir, min_sqnr)

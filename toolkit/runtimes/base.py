@@ -17,6 +17,7 @@ import numpy as np
 from toolkit.core.errors import UserError
 
 _INT_DTYPES = ("int8", "uint8", "int16")
+PROBE_SAMPLES = 8  # batched vs batch-1 check on the first batch of a resized artifact
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,56 @@ class Runner(abc.ABC):
         if len(x) == 0:
             raise UserError("predict() got an empty batch")
         fixed = spec.fixed_batch
-        if fixed is None or fixed == len(x):
+        if len(x) == 1 or (fixed is not None and fixed == len(x) and fixed != 1):
             return self._predict_batch(x)
-        if fixed == 1:
-            return np.concatenate([self._predict_batch(x[i : i + 1]) for i in range(len(x))])
-        raise UserError(f"artifact has a fixed batch of {fixed}; got a batch of {len(x)}")
+        if fixed is not None and fixed != 1:
+            raise UserError(f"artifact has a fixed batch of {fixed}; got a batch of {len(x)}")
+        can_batch = fixed is None or self.resizable  # batch 1 baked in: only if resizable
+        if can_batch and not self.probe_batches:
+            return self._predict_batch(x)
+        if can_batch and self._batch_ok is not False:
+            batched = self._batched(x)
+            if batched is not None:
+                return batched
+        return np.concatenate([self._predict_batch(x[i : i + 1]) for i in range(len(x))])
+
+    # A runtime that can resize a batch-1 artifact's input (LiteRT) says so. Whether batched
+    # outputs equal batch-1 outputs for this artifact is probed on the first batch, never
+    # assumed (`probe_batches`; the Keras reference is float math and is not probed).
+    resizable: bool = False
+    probe_batches: bool = True
+    _batch_ok: bool | None = None
+    batching: str = ""  # how batched predicts run, for the report's notes
+
+    def _batched(self, x: np.ndarray) -> np.ndarray | None:
+        """`x` in one batched run, or None when that is not exact for this artifact.
+
+        The first call checks the batched outputs against batch-1 runs on its first
+        PROBE_SAMPLES samples, bit for bit. A kernel whose result depends on the batch (ORT's
+        dynamic quantization takes one activation scale over the whole batch; float16 GEMMs
+        tile by batch), a graph with the batch baked into a reshape, or fused-LSTM state sized
+        for one sequence falls back to batch 1 for good, and `batching` says why.
+        """
+        try:
+            out = self._predict_batch(x)
+            if len(out) != len(x):
+                raise ValueError(f"outputs have batch {len(out)}")
+        except (UserError, RuntimeError, ValueError) as exc:
+            self._batch_ok = False
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc)
+            self.batching = f"batch 1 (a batch of {len(x)} fails: {first})"
+            return None
+        if self._batch_ok is None:
+            k = min(len(x), PROBE_SAMPLES)
+            single = np.concatenate([self._predict_batch(x[i : i + 1]) for i in range(k)])
+            if not np.array_equal(out[:k], single, equal_nan=True):
+                diff = float(np.nanmax(np.abs(out[:k].astype(np.float64) - single)))
+                self._batch_ok = False
+                self.batching = f"batch 1 (batched outputs differ from batch 1 by up to {diff:.3g})"
+                return None
+            self._batch_ok = True
+            self.batching = f"batched (equal to batch 1 on {k} samples)"
+        return out
 
     def _predict_batch(self, x: np.ndarray) -> np.ndarray:
         out = self._run(quantize(x, self.inputs[0]))

@@ -54,6 +54,7 @@ class LiteRTRunner(Runner):
     """
 
     name = "litert"
+    resizable = True  # a batch-1 file runs batched where that is exact (Runner._batched)
 
     def __init__(
         self, path: str | Path, delegate: str = "xnnpack", num_threads: int | None = None
@@ -124,11 +125,15 @@ class LiteRTRunner(Runner):
             except (RuntimeError, ValueError) as exc:
                 raise UserError(f"LiteRT failed to run {self.path}: {exc}") from exc
             return np.array(out[self.outputs[0].name])
-        # A dynamic batch dim (-1 in the signature) is resized to each call's batch size; a fixed
-        # one never is (the base class feeds it one sample at a time).
-        if self.inputs[0].fixed_batch is None and self._batch != len(x):
-            self._interp.resize_tensor_input(self._in_index, list(x.shape))
-            self._interp.allocate_tensors()
+        # The input is resized to each call's batch (a fixed batch-1 file only when the base
+        # class found that exact for it: see Runner._batched).
+        if self._batch != len(x):
+            try:
+                self._interp.resize_tensor_input(self._in_index, list(x.shape))
+                self._interp.allocate_tensors()
+            except (RuntimeError, ValueError) as exc:
+                self._batch = None  # re-resized on the next call, whatever its size
+                raise UserError(f"LiteRT cannot run {self.path} at batch {len(x)}: {exc}") from exc
             self._batch = len(x)
         self._interp.set_tensor(self._in_index, x)
         try:

@@ -10,17 +10,23 @@ an abort or an out-of-memory kill becomes `RuntimeCrash("... killed by SIGABRT")
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import signal
+import sys
 import tempfile
+import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 BATCH = 256
+BATCH_BYTES = 8 * 2**20  # float32 input bytes per batch: 13 images at 224x224x3
+THREADED = ("litert", "onnxruntime")  # runtimes that take num_threads
 _CONTEXT: Any = None
 
 
@@ -42,6 +48,28 @@ def _context() -> Any:
     return _CONTEXT
 
 
+@contextlib.contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """Start children without re-running the caller's script.
+
+    multiprocessing re-imports a script's `__main__` in every child (to find functions defined
+    there); a user's `toolkit.export(...)` in a script without an `if __name__ == "__main__"`
+    guard would then train and export again in each child. The child runs a function of this
+    module only, so the parent's main module is hidden while a child starts.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
 def stage_inputs(x: Any, directory: Path) -> Path:
     """Write the evaluation inputs once as a .npy the children memory-map (streamed splits
     are written batch by batch, never held whole)."""
@@ -59,25 +87,39 @@ def stage_inputs(x: Any, directory: Path) -> Path:
     return path
 
 
+def batch_size(sample_shape: tuple[int, ...]) -> int:
+    """Samples per accuracy-pass batch: BATCH, or fewer for big inputs, so a batch of
+    224x224 images (and its activations) stays far from the memory budget."""
+    sample_bytes = 4 * max(1, int(np.prod(sample_shape)))
+    return int(max(1, min(BATCH, BATCH_BYTES // sample_bytes)))
+
+
 def _child(
     artifact: str, runtime: str, provider: str, inputs: str, latency_runs: int, warmup: int,
-    out_dir: str, limit: int | None = None,
+    out_dir: str, limit: int | None = None, threads: int | None = None, accuracy: bool = True,
 ) -> None:  # fmt: skip
-    """Runs in the child: predict every input in batches, then batch-1 latency; write results."""
+    """Runs in the child: predict every input in batches (unless only latency is asked for),
+    then batch-1 latency; write the results."""
     result: dict[str, Any] = {}
     try:
         from toolkit.runtimes import open_runner
 
         x = np.load(inputs, mmap_mode="r")
         x = x[:limit] if limit is not None else x
-        with open_runner(Path(artifact), runtime=runtime, provider=provider) as runner:
-            batches = [np.asarray(x[i : i + BATCH]) for i in range(0, len(x), BATCH)]
-            outputs = np.concatenate([np.asarray(runner.predict(b)) for b in batches])
+        kw = {"num_threads": threads} if threads and runtime in THREADED else {}
+        with open_runner(Path(artifact), runtime=runtime, provider=provider, **kw) as runner:
+            if accuracy:
+                step = batch_size(tuple(x.shape[1:]))
+                parts = [np.asarray(runner.predict(np.asarray(x[i : i + step])))
+                         for i in range(0, len(x), step)]  # fmt: skip
+                np.save(Path(out_dir) / "outputs.npy", np.concatenate(parts))
+                result["batching"] = runner.batching
             if latency_runs:
+                start = time.perf_counter()
                 result["latency"] = runner.latency_ms(
                     np.asarray(x[0]), warmup=warmup, runs=latency_runs
                 )
-        np.save(Path(out_dir) / "outputs.npy", outputs)
+                result["latency_s"] = time.perf_counter() - start
     except BaseException as exc:  # reported to the parent as this row's error
         from toolkit.core.errors import UserError
 
@@ -86,6 +128,53 @@ def _child(
         )  # fmt: skip
         result["traceback"] = traceback.format_exc()[-4000:]
     (Path(out_dir) / "result.json").write_text(json.dumps(result))
+
+
+class Isolated:
+    """One child process running an artifact x runtime; `collect()` once it has ended."""
+
+    def __init__(
+        self, artifact: Path, runtime: str, provider: str, inputs: Path, *,
+        latency_runs: int, warmup: int, limit: int | None = None, threads: int | None = None,
+        accuracy: bool = True,
+    ) -> None:  # fmt: skip
+        self.artifact, self.runtime, self.provider = Path(artifact), runtime, provider
+        self.accuracy = accuracy
+        self._work = tempfile.TemporaryDirectory(prefix="keras-edge-run-")
+        args = (str(artifact), runtime, provider, str(inputs), latency_runs, warmup,
+                self._work.name, limit, threads, accuracy)  # fmt: skip
+        self.proc = _context().Process(target=_child, args=args, daemon=True)
+        with _main_not_rerun():
+            self.proc.start()
+
+    @property
+    def sentinel(self) -> int:
+        return self.proc.sentinel
+
+    def collect(self) -> dict[str, Any]:
+        """{"outputs", "latency", "batching"}; raises RuntimeCrash or the child's UserError."""
+        try:
+            self.proc.join()
+            work = Path(self._work.name)
+            result_file = work / "result.json"
+            if self.proc.exitcode != 0 or not result_file.is_file():
+                code = self.proc.exitcode
+                signalled = code is not None and code < 0
+                how = signal.Signals(-code).name if signalled else f"exit {code}"
+                raise RuntimeCrash(
+                    f"{self.runtime}/{self.provider} crashed on {self.artifact.name} ({how}); "
+                    "the other artifacts were measured", how
+                )  # fmt: skip
+            result = json.loads(result_file.read_text())
+            if "error" in result:
+                from toolkit.core.errors import UserError
+
+                raise UserError(result["error"])  # the child's own one-line account
+            if self.accuracy:
+                result["outputs"] = np.load(work / "outputs.npy")
+            return result
+        finally:
+            self._work.cleanup()
 
 
 def run_isolated(
@@ -99,25 +188,7 @@ def run_isolated(
 ) -> tuple[np.ndarray, dict[str, float] | None]:
     """(outputs, latency) of one artifact x runtime on the first `limit` staged inputs (all
     when None), computed in a child process."""
-    with tempfile.TemporaryDirectory(prefix="keras-edge-run-") as work:
-        proc = _context().Process(
-            target=_child,
-            args=(str(artifact), runtime, provider, str(inputs), latency_runs, warmup, work, limit),
-            daemon=True,
-        )
-        proc.start()
-        proc.join()
-        result_file = Path(work) / "result.json"
-        if proc.exitcode != 0 or not result_file.is_file():
-            code = proc.exitcode
-            how = signal.Signals(-code).name if code is not None and code < 0 else f"exit {code}"
-            raise RuntimeCrash(
-                f"{runtime}/{provider} crashed on {Path(artifact).name} ({how}); the other "
-                "artifacts were measured", how
-            )  # fmt: skip
-        result = json.loads(result_file.read_text())
-        if "error" in result:
-            from toolkit.core.errors import UserError
-
-            raise UserError(result["error"])  # the child's own one-line account
-        return np.load(Path(work) / "outputs.npy"), result.get("latency")
+    child = Isolated(artifact, runtime, provider, inputs, latency_runs=latency_runs,
+                     warmup=warmup, limit=limit)  # fmt: skip
+    result = child.collect()
+    return result["outputs"], result.get("latency")

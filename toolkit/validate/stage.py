@@ -10,6 +10,7 @@ measures; budgets and gates read the `Report` it returns.
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ import numpy as np
 
 from toolkit.core import artifacts as variants
 from toolkit.core.errors import UserError
-from toolkit.core.formats import BY_NAME, FORMATS, Format
+from toolkit.core.formats import Format
+from toolkit.core.model_stats import weights_digest
 from toolkit.core.report import ArtifactResult, Report, collect_versions, now_iso
 from toolkit.data.evaldata import EvalData, predict_batched
+from toolkit.validate.plan import _plan, _sampled, artifact_format, discover_artifacts, runtimes_for
 from toolkit.validate.scoring import drop_statistics, headline_value, metric_outputs, score
 
 __all__ = [
@@ -32,80 +35,8 @@ __all__ = [
     "validate",
 ]
 
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 LATENCY_WARMUP = 5
 REFERENCE_SAMPLES = 256  # LiteRT reference kernels: a deterministic subset (`--full-reference`)
-
-
-def artifact_format(path: Path) -> Format:
-    """The format-table row an artifact file belongs to, from its file name.
-
-    Export directories name files after the table (`model-int8.tflite`), which is what tells an
-    int8 file from an fp32 one; any Keras file is the reference passthrough.
-    """
-    path = Path(path)
-    by_file = {f.filename: f for f in FORMATS}
-    if path.name in by_file:
-        return by_file[path.name]
-    if path.suffix.lower() in KERAS_SUFFIXES:
-        return BY_NAME["keras-fp32"]
-    variant = variants.parse(path.name)  # an optimized model's twin: prune-int8.tflite
-    if variant is not None:
-        return variant.fmt
-    raise UserError(
-        f"cannot tell which artifact {path.name!r} is: export directories name files after the "
-        f"format table ({', '.join(by_file)})"
-    )
-
-
-def discover_artifacts(export_dir: Path) -> list[Path]:
-    """Every file in `export_dir` the format table knows, in table order, then optimized
-    variants (`prune-int8.tflite`)."""
-    export_dir = Path(export_dir)
-    if not export_dir.is_dir():
-        raise UserError(f"export directory not found: {export_dir}")
-    found = [export_dir / f.filename for f in FORMATS if (export_dir / f.filename).is_file()]
-    found += variants.discover(export_dir)
-    if not found:
-        expected = ", ".join(f.filename for f in FORMATS)
-        raise UserError(f"no artifacts in {export_dir}; expected files named like {expected}")
-    return found
-
-
-def runtimes_for(fmt: Format) -> list[tuple[str, str]]:
-    """The (runtime, provider) pairs this artifact runs on here, e.g. LiteRT XNNPACK + reference.
-
-    TFLite runs on both XNNPACK (what ships) and the reference kernels (an independent
-    cross-check); ONNX on every available execution provider.
-    """
-    from toolkit.runtimes import available_runtimes, runs_artifact
-
-    return [
-        (rt, provider)
-        for rt, provider in available_runtimes()
-        if runs_artifact(rt, fmt.format, fmt.precision, fmt.runtime)
-    ]
-
-
-def _parse_runtime_filter(requested: list[str]) -> list[tuple[str, str | None]]:
-    """'litert:xnnpack' / 'onnxruntime:cpu' / 'litert' -> (runtime, provider or None); checked."""
-    from toolkit.runtimes import available_runtimes
-    from toolkit.runtimes.onnxrt import install_hint, resolve_provider
-
-    available = available_runtimes()
-    shown = ", ".join(f"{rt}:{p}" for rt, p in available)
-    wanted: list[tuple[str, str | None]] = []
-    for item in requested:
-        runtime, _, provider = item.partition(":")
-        runtime = runtime.strip()
-        provider_name = provider.strip() or None
-        if runtime == "onnxruntime" and provider_name:
-            provider_name = resolve_provider(provider_name)
-        if not any(rt == runtime and provider_name in (None, p) for rt, p in available):
-            hint = install_hint(provider_name) if runtime == "onnxruntime" and provider_name else ""
-            raise UserError(f"runtime {item!r} is not available here; available: {shown}{hint}")
-        wanted.append((runtime, provider_name))
-    return wanted
 
 
 def metric_drop(reference: float, value: float, higher_is_better: bool) -> float:
@@ -126,32 +57,21 @@ def _error_text(exc: BaseException) -> str:
     return text[:400]
 
 
-def _run_combo(
-    path: Path,
-    runtime: str,
-    provider: str,
-    data: EvalData,
-    latency_runs: int,
-    staged_inputs: Path | None = None,
-) -> tuple[np.ndarray, dict[str, float] | None]:
-    """Outputs and latency; in a child process when inputs are staged (native crashes stay
-    there), in this one for the Keras reference and when isolation is off."""
+def _in_process(path: Path, combo: tuple[str, str], data: EvalData, latency_runs: int) -> Any:
+    """The outcome of one row run in this process (the Keras reference, or isolation off)."""
     from toolkit.runtimes import open_runner
 
-    if staged_inputs is not None and runtime != "keras":
-        from toolkit.validate.isolation import run_isolated
-
-        return run_isolated(path, runtime, provider, staged_inputs, latency_runs, LATENCY_WARMUP,
-                            limit=len(data.x))  # fmt: skip
-
-    with open_runner(path, runtime=runtime, provider=provider) as runner:
-        outputs = predict_batched(runner.predict, data.x)
-        latency = (
-            runner.latency_ms(data.x[0], warmup=LATENCY_WARMUP, runs=latency_runs)
-            if latency_runs
-            else None
-        )
-    return outputs, latency
+    try:
+        with open_runner(path, runtime=combo[0], provider=combo[1]) as runner:
+            outputs = predict_batched(runner.predict, data.x)
+            latency = (
+                runner.latency_ms(data.x[0], warmup=LATENCY_WARMUP, runs=latency_runs)
+                if latency_runs
+                else None
+            )
+            return {"outputs": outputs, "latency": latency, "batching": runner.batching}
+    except Exception as exc:  # a load/run failure is this row's finding
+        return exc
 
 
 def _measure(
@@ -161,10 +81,10 @@ def _measure(
     data: EvalData,
     ref: dict[str, Any],
     sizes: tuple[int, int],
-    latency_runs: int,
-    staged_inputs: Path | None = None,
+    outcome: Any,
 ) -> ArtifactResult:
-    """One artifact x runtime row; a load or run failure (or a crash) becomes the row's `error`."""
+    """One artifact x runtime row from its outcome ({"outputs", "latency", "batching"}, or
+    the exception it failed with: a load or run failure, or a crash, is the row's `error`)."""
     runtime, provider = combo
     variant = variants.parse(path.name)
     result = ArtifactResult(
@@ -180,7 +100,11 @@ def _measure(
         variant=variant.tag if variant else None,
     )
     try:
-        outputs, latency = _run_combo(path, runtime, provider, data, latency_runs, staged_inputs)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        outputs, latency = outcome["outputs"], outcome.get("latency")
+        if str(outcome.get("batching", "")).startswith("batch 1"):
+            result.notes.append(outcome["batching"])
         outputs = outputs.reshape(len(outputs), -1)
         if outputs.shape != ref["outputs"].shape:
             raise UserError(
@@ -235,13 +159,6 @@ def _reference(reference: Any, data: EvalData) -> dict[str, Any]:
     }
 
 
-def _sampled(combo: tuple[str, str], data: EvalData, limit: int | None) -> EvalData | None:
-    """The subset a slow runtime runs on, or None for the full data."""
-    if combo != ("litert", "reference") or limit is None or len(data.x) <= limit:
-        return None
-    return data.head(limit)
-
-
 def _head_reference(ref: dict[str, Any], data: EvalData) -> dict[str, Any]:
     """The reference's outputs and metric on the first samples only (like with like)."""
     n = len(data.x)
@@ -256,36 +173,23 @@ def _head_reference(ref: dict[str, Any], data: EvalData) -> dict[str, Any]:
     }
 
 
-def weights_digest(model: Any) -> str | None:
-    """sha256 of the model's weights in order: the same trained model, whatever file holds it
-    (a .keras zip carries a save date, so file hashes differ for identical models)."""
-    import hashlib
+def _mark_bit_exact(results: list[ArtifactResult]) -> None:
+    """A subset row's `bit_exact`: the fraction of its samples whose outputs equal, bit for
+    bit, those of the same artifact's full row (XNNPACK for a .tflite), when it has one."""
+    from toolkit.validate.plan import sampled_reason
 
-    try:
-        weights = model.get_weights()
-    except Exception:  # a model object without Keras weights: nothing to fingerprint
-        return None
-    digest = hashlib.sha256()
-    for w in weights:
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()
-
-
-def _plan(
-    paths: list[Path], runtimes: list[str] | None
-) -> list[tuple[Path, Format, tuple[str, str]]]:
-    wanted = _parse_runtime_filter(runtimes) if runtimes is not None else None
-    plan = []
-    for path in paths:
-        fmt = artifact_format(path)
-        for runtime, provider in runtimes_for(fmt):
-            if wanted is None or any(runtime == rt and p in (None, provider) for rt, p in wanted):
-                plan.append((path, fmt, (runtime, provider)))
-    if not plan:
-        raise UserError(
-            f"none of the artifacts runs on the requested runtimes ({', '.join(runtimes or [])})"
-        )
-    return plan
+    for row in results:
+        if row.samples is None:
+            continue
+        mine = getattr(row, "outputs_", None)
+        full = [r for r in results if r.path == row.path and r.samples is None
+                and getattr(r, "outputs_", None) is not None]  # fmt: skip
+        if full and mine is not None:
+            same = np.all(full[0].outputs_[: len(mine)] == mine, axis=1)
+            row.bit_exact = float(np.mean(same))
+        exact = "" if row.bit_exact is None else f", {row.bit_exact:.1%} bit-exact"
+        why = sampled_reason((row.runtime, row.provider), row.precision) or "slow"
+        row.notes.append(f"first {row.samples} samples ({why}; --full-reference: all){exact}")
 
 
 def validate(
@@ -298,6 +202,7 @@ def validate(
     progress: bool = True,
     isolate: bool = True,
     reference_samples: int | None = REFERENCE_SAMPLES,
+    jobs: int | None = None,
 ) -> Report:
     """Run every artifact on every runtime/provider available for it; compare with `reference`.
 
@@ -305,7 +210,9 @@ def validate(
     `runtimes` restricts the pairs ("litert:xnnpack", "onnxruntime:cpu", or a bare "litert").
     `latency_runs=0` skips latency. Failing artifacts get an `error` instead of aborting; with
     `isolate` (default) each LiteRT/ONNX Runtime session runs in a child process, so a native
-    crash is a row with `crash` set (its signal), not the end of the validation.
+    crash is a row with `crash` set (its signal), not the end of the validation, and `jobs`
+    such children (default: one per core) run the accuracy passes at once; latency is then
+    measured one artifact at a time (`schedule`).
     LiteRT's reference kernels prove the numerics independently of XNNPACK, not the accuracy
     again, and run ~30x slower: they see the first `reference_samples` samples (None: all); such
     a row's `samples` says how many, its drop is against the reference on the same samples, and
@@ -314,64 +221,90 @@ def validate(
     import tempfile
 
     from toolkit.core.progress import console, progress_bar
+    from toolkit.validate.schedule import Job, default_jobs, run_jobs
 
     if not artifacts:
         raise UserError("nothing to validate: no artifacts given")
     if latency_runs < 0:
         raise UserError(f"latency_runs must be >= 0; got {latency_runs}")
+    if jobs is not None and jobs < 1:
+        raise UserError(f"jobs must be a positive integer; got {jobs}")
     paths = [Path(a) for a in artifacts]
     for path in paths:
         if not path.is_file():
             raise UserError(f"artifact not found: {path}")
     plan = _plan(paths, runtimes)
+    clock = time.perf_counter()
     ref = _reference(reference, data)
+    timings: dict[str, Any] = {"reference_s": time.perf_counter() - clock}
+    clock = time.perf_counter()
     sizes: dict[Path, tuple[int, int]] = {}
-    results: list[ArtifactResult] = []
+    for path, _, _ in plan:
+        if path not in sizes:
+            content = path.read_bytes()
+            sizes[path] = (len(content), len(gzip.compress(content, compresslevel=9)))
+    # Each row's data and reference: the full split, or a slow runtime's deterministic subset.
+    rows_in = []
+    for path, fmt, combo in plan:
+        sub = _sampled(combo, fmt.precision, data, reference_samples)
+        rows_in.append((path, fmt, combo, sub or data, _head_reference(ref, sub) if sub else ref))
+    rows: dict[int, ArtifactResult] = {}
     bar = progress_bar() if progress else None
     task_id = bar.add_task("validate", total=len(plan), status="") if bar else None
+
+    def done(key: int, outcome: Any) -> None:
+        path, fmt, combo, row_data, row_ref = rows_in[key]
+        rows[key] = row = _measure(path, fmt, combo, row_data, row_ref, sizes[path], outcome)
+        if row_data is not data:
+            row.samples = len(row_data.x)
+        if bar:
+            bar.advance(task_id)
+            if bar.disable:  # a log, not a terminal: one line per finished row
+                console.print(
+                    f"validate {row.summary()}", highlight=False, markup=False, soft_wrap=True
+                )
+
+    def started(job: Job) -> None:
+        if bar:
+            _, fmt, combo, _, _ = rows_in[job.key]
+            bar.update(task_id, status=f"{fmt.name} on {combo[0]}/{combo[1]}")
+
     scratch = tempfile.TemporaryDirectory(prefix="keras-edge-inputs-") if isolate else None
     if bar:
         bar.start()
     try:
-        staged = None
-        if scratch is not None and any(rt != "keras" for _, _, (rt, _) in plan):
+        isolated = [k for k, (_, _, combo, _, _) in enumerate(rows_in)
+                    if scratch is not None and combo[0] != "keras"]  # fmt: skip
+        for key, (path, _, combo, row_data, _) in enumerate(rows_in):
+            if key not in isolated:
+                started(Job(key, path, *combo))
+                done(key, _in_process(path, combo, row_data, latency_runs))
+        if isolated:
             from toolkit.validate.isolation import stage_inputs
 
-            staged = stage_inputs(data.x, Path(scratch.name))
-        for path, fmt, combo in plan:
-            if bar:
-                bar.update(task_id, status=f"{fmt.name} on {combo[0]}/{combo[1]}")
-            if path not in sizes:
-                content = path.read_bytes()
-                sizes[path] = (len(content), len(gzip.compress(content, compresslevel=9)))
-            sub = _sampled(combo, data, reference_samples)
-            if sub is None:
-                row = _measure(path, fmt, combo, data, ref, sizes[path], latency_runs, staged)
-            else:
-                sub_data, sub_ref = sub, _head_reference(ref, sub)
-                row = _measure(path, fmt, combo, sub_data, sub_ref, sizes[path], latency_runs,
-                               staged)  # fmt: skip
-                row.samples = len(sub_data.x)
-                twin = next((r for r in results if r.path == row.path and r.runtime == row.runtime
-                             and getattr(r, "outputs_", None) is not None), None)  # fmt: skip
-                mine = getattr(row, "outputs_", None)
-                if twin is not None and mine is not None:
-                    same = np.all(twin.outputs_[: len(mine)] == mine, axis=1)
-                    row.bit_exact = float(np.mean(same))
-                exact = "" if row.bit_exact is None else f", {row.bit_exact:.1%} bit-exact"
-                row.notes.append(f"first {row.samples} samples (--full-reference: all){exact}")
-            results.append(row)
-            if bar:
-                bar.advance(task_id)
-                if bar.disable:
-                    console.print(
-                        f"validate {row.summary()}", highlight=False, markup=False, soft_wrap=True
-                    )
+            staged = stage_inputs(data.x, Path(scratch.name))  # type: ignore[union-attr]
+            work = [Job(k, rows_in[k][0], *rows_in[k][2], limit=len(rows_in[k][3].x))
+                    for k in isolated]  # fmt: skip
+            timings["jobs"] = workers = min(jobs or default_jobs(), len(work))
+            final = run_jobs(work, staged, workers=workers,
+                             latency_runs=latency_runs, warmup=LATENCY_WARMUP,
+                             on_start=started, on_done=lambda j, o: done(j.key, o),
+                             timings=timings)  # fmt: skip
+            for key in isolated:  # latency measured after the parallel accuracy pass
+                outcome = final[key]
+                if isinstance(outcome, BaseException) and rows[key].error is None:
+                    path, fmt, combo, row_data, row_ref = rows_in[key]
+                    rows[key] = _measure(path, fmt, combo, row_data, row_ref, sizes[path], outcome)
+                elif not isinstance(outcome, BaseException):
+                    rows[key].latency_ms = outcome.get("latency")
     finally:
         if bar:
             bar.stop()
         if scratch is not None:
             scratch.cleanup()
+    timings["accuracy_s"] = time.perf_counter() - clock - timings.get("latency_s", 0.0)
+    results = [rows[k] for k in range(len(rows_in))]
+    _mark_bit_exact(results)
     report = Report(
         reference={
             "name": "keras-fp32",
@@ -392,6 +325,7 @@ def validate(
             "labelled": data.labelled,
         },
         created=now_iso(),
+        timings={k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()},
     )
     report.apply_budget_flags(None)
     return report

@@ -56,6 +56,16 @@ def _full_reference_option() -> Any:
     )
 
 
+def _jobs_option() -> Any:
+    return typer.Option(
+        None,
+        "--jobs",
+        min=1,
+        help="Worker processes for the accuracy pass (default: one per core); latency is "
+        "measured afterwards, one artifact at a time.",
+    )
+
+
 def _target_option() -> Any:
     return typer.Option(
         None, "--target", help="csv: the target column(s), comma-separated (default: the last)."
@@ -131,6 +141,7 @@ def export_command(
     target: str | None = _target_option(),
     allow_crash: bool = _allow_crash_option(),
     full_reference: bool = _full_reference_option(),
+    jobs: int | None = _jobs_option(),
     list_formats: bool = typer.Option(False, "--list", help="List every artifact and exit."),
     track: str | None = typer.Option(
         None,
@@ -165,7 +176,7 @@ def export_command(
             max_eval_samples=max_eval_samples,
             input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
             task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
-            full_reference=full_reference,
+            full_reference=full_reference, jobs=jobs,
         )  # fmt: skip
     result, report = tracked["result"], tracked["report"]
     if report is not None:
@@ -232,6 +243,7 @@ def validate_command(
     target: str | None = _target_option(),
     allow_crash: bool = _allow_crash_option(),
     full_reference: bool = _full_reference_option(),
+    jobs: int | None = _jobs_option(),
 ) -> None:
     """Measure every artifact in EXPORT_DIR in every available runtime; write report.json."""
     from toolkit.pipeline.exporting import run_validate
@@ -241,7 +253,7 @@ def validate_command(
         export_dir, data=data, reference=reference, max_drop=max_drop,
         max_eval_samples=max_eval_samples, latency_runs=latency_runs, runtimes=_split(runtimes),
         task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
-        full_reference=full_reference,
+        full_reference=full_reference, jobs=jobs,
     )  # fmt: skip
     print_table(report)
 
