@@ -251,8 +251,13 @@ def export_tflite(
                     calibration, sig.input_signature(model, input_signature)[0].shape,
                     f"tflite-{precision}",
                 )  # fmt: skip
-                content = tflite_calibrated.quantize(model, precision, calibration,
-                                                     input_signature)  # fmt: skip
+                content = tflite_calibrated.quantize(
+                    precision,
+                    tflite_calibrated.key(model, calibration, input_signature),
+                    lambda: make_converter(model, "int8-float-io", calibration=calibration,
+                                           input_signature=input_signature),
+                    _quiet_converter,
+                )  # fmt: skip
             else:
                 converter = make_converter(
                     model, precision, calibration=calibration, input_signature=input_signature

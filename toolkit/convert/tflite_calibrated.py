@@ -13,7 +13,7 @@ converter's other quantizer and calibrates on its own.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,8 @@ SHARED = ("int8", "int8-float-io", "uint8")
 _LAST: list[tuple[tuple[Any, ...], bytes]] = []  # (key, calibrated float model)
 
 
-def _key(model: Any, calibration: np.ndarray, signature: Sequence[Any] | None) -> tuple:
+def key(model: Any, calibration: np.ndarray, signature: Sequence[Any] | None) -> tuple:
+    """What the calibrated model depends on: the model's state, the data, the signature."""
     from toolkit.core.model_stats import weights_digest
 
     data = hashlib.sha256(np.ascontiguousarray(calibration, np.float32).tobytes()).hexdigest()
@@ -31,35 +32,34 @@ def _key(model: Any, calibration: np.ndarray, signature: Sequence[Any] | None) -
 
 
 def calibrated_model(
-    model: Any, calibration: np.ndarray, input_signature: Sequence[Any] | None
+    cache_key: tuple, float_io_converter: Callable[[], Any], quiet: Callable[[], Any]
 ) -> bytes:
-    """The float model with calibration statistics, computed once per (model, data)."""
-    from toolkit.convert.tflite import _quiet_converter, make_converter
+    """The float model with calibration statistics, computed once per `cache_key`.
 
-    key = _key(model, calibration, input_signature)
-    if _LAST and _LAST[0][0] == key:
+    `float_io_converter()` builds the int8-float-io converter `export_tflite` would use."""
+    if _LAST and _LAST[0][0] == cache_key:
         return _LAST[0][1]
-    converter = make_converter(model, "int8-float-io", calibration=calibration,
-                               input_signature=input_signature)  # fmt: skip
+    converter = float_io_converter()
     converter._experimental_calibrate_only = True  # what QuantizationDebugger does too
-    with _quiet_converter():
+    with quiet():
         calibrated = converter.convert()
-    _LAST[:] = [(key, calibrated)]
+    _LAST[:] = [(cache_key, calibrated)]
     return calibrated
 
 
 def quantize(
-    model: Any, precision: str, calibration: np.ndarray, input_signature: Sequence[Any] | None
+    precision: str,
+    cache_key: tuple,
+    float_io_converter: Callable[[], Any],
+    quiet: Callable[[], Any],
 ) -> bytes:
     """The converter's full-integer file for `precision`, from the shared calibration."""
     import tensorflow as tf
     from tensorflow.lite.python import convert as tf_convert
 
-    from toolkit.convert.tflite import _quiet_converter
-
     io_type = {"int8": tf.int8, "uint8": tf.uint8, "int8-float-io": tf.float32}[precision]
-    calibrated = calibrated_model(model, calibration, input_signature)
-    with _quiet_converter():
+    calibrated = calibrated_model(cache_key, float_io_converter, quiet)
+    with quiet():
         content = tf_convert.mlir_quantize(calibrated, False, input_data_type=io_type,
                                            output_data_type=io_type)  # fmt: skip
     return bytes(tf_convert.deduplicate_readonly_buffers(content))
