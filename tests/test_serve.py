@@ -551,3 +551,39 @@ def test_bundle_serve_py_answers_the_same_under_an_emulated_pi(built, servers, t
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_batcher_groups_concurrent_requests_and_keeps_each_answer() -> None:
+    import asyncio
+
+    from toolkit.serve.batching import Inference
+
+    sizes: list[int] = []
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        if (x < 0).any():
+            raise RuntimeError("runtime failed")
+        time.sleep(0.005)
+        return x.reshape(len(x), -1).sum(1, keepdims=True) * 2
+
+    async def scenario() -> tuple[list[np.ndarray], list[np.ndarray]]:
+        batcher = Inference(
+            predict, max_batch=8, max_wait_ms=20, observe=lambda n, s: sizes.append(n)
+        )
+        await batcher.start()
+        xs = [np.full((1 + i % 3, 2), float(i)) for i in range(30)]
+        outs = await asyncio.gather(*(batcher.run(x) for x in xs))
+        big = await batcher.run(np.ones((9, 2)))  # over max_batch: runs alone
+        failed = await asyncio.gather(batcher.run(-np.ones((1, 2))), batcher.run(np.ones((1, 2))),
+                                      return_exceptions=True)  # fmt: skip
+        await batcher.stop()
+        return [*outs, big], xs, failed
+
+    outs, xs, failed = asyncio.run(scenario())
+    for out, x in zip(outs, xs, strict=False):
+        np.testing.assert_array_equal(out, x.sum(1, keepdims=True) * 2)
+    assert outs[-1].shape == (9, 1) and 9 in sizes
+    assert (
+        max(sizes) == 9 and any(1 < n <= 8 for n in sizes) and sum(sizes) == 60 + 9
+    )  # the failed call is not timed
+    assert all(isinstance(f, RuntimeError) for f in failed)  # one batch: both hear the failure

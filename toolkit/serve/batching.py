@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,7 +37,8 @@ class Inference:
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
         self.observe = observe or (lambda n, s: None)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] | None = None
+        self._pending: deque[tuple[np.ndarray, asyncio.Future[np.ndarray], float]] = deque()
+        self._samples = 0
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -51,7 +53,9 @@ class Inference:
 
     async def start(self) -> None:
         if self.batching and self._task is None:
-            self._queue = asyncio.Queue()
+            self._pending = deque()
+            self._samples = 0
+            self._wake, self._full = asyncio.Event(), asyncio.Event()
             self._task = asyncio.create_task(self._gather(), name="batcher")
 
     async def stop(self) -> None:
@@ -65,33 +69,41 @@ class Inference:
     async def run(self, x: np.ndarray) -> np.ndarray:
         """Outputs for `x` (N, ...); batched with other requests when batching is on."""
         loop = asyncio.get_running_loop()
-        if not self.batching or self._queue is None or len(x) >= self.max_batch:
+        if self._task is None or len(x) >= self.max_batch:
             return await loop.run_in_executor(self._pool, self._timed, x)
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        await self._queue.put((x, future))
+        self._pending.append((x, future, loop.time()))
+        self._samples += len(x)
+        self._wake.set()
+        if self._samples >= self.max_batch:
+            self._full.set()
         return await future
 
     async def _gather(self) -> None:
-        assert self._queue is not None
+        """One batch at a time: everything queued within max_wait of the oldest request, up to
+        max_batch samples. Requests that queue while a batch runs go into the next one."""
         loop = asyncio.get_running_loop()
         while True:
-            items = [await self._queue.get()]
-            size = len(items[0][0])
-            deadline = loop.time() + self.max_wait
-            while size < self.max_batch:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), left)
-                except asyncio.TimeoutError:
-                    break
-                if size + len(item[0]) > self.max_batch:  # keep it for the next batch
-                    await self._run(items)
-                    items, size, deadline = [item], len(item[0]), loop.time() + self.max_wait
-                    continue
-                items.append(item)
-                size += len(item[0])
+            await self._wake.wait()
+            if not self._pending:
+                self._wake.clear()
+                continue
+            left = self._pending[0][2] + self.max_wait - loop.time()
+            if self._samples < self.max_batch and left > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), left)
+            items, size = [], 0
+            while self._pending and (
+                not items or size + len(self._pending[0][0]) <= self.max_batch
+            ):
+                x, future, _ = self._pending.popleft()
+                items.append((x, future))
+                size += len(x)
+            self._samples -= size
+            if self._samples < self.max_batch:
+                self._full.clear()
+            if not self._pending:
+                self._wake.clear()
             await self._run(items)
 
     async def _run(self, items: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:

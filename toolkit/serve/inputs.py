@@ -74,13 +74,24 @@ def _check_numbers(value: Any) -> None:
 
 
 def to_array(value: Any) -> np.ndarray:
-    _check_numbers(value)
+    """Nested lists of numbers -> float64; numpy decides the common type in C, and only a
+    mixed (object) result is walked in Python to name the offending value."""
     try:
-        x = np.asarray(value, dtype=np.float64)
+        x = np.asarray(value)
     except (ValueError, OverflowError):
-        raise RequestError(
-            422, "inputs are ragged: every sample and row must have one length"
-        ) from None
+        x = None  # ragged (inhomogeneous) lists, or an int beyond int64
+    if x is None or x.dtype.kind == "O":
+        _check_numbers(value)  # names a string/None/object if there is one
+        try:
+            x = np.asarray(value, dtype=np.float64)
+        except (ValueError, OverflowError):
+            raise RequestError(
+                422, "inputs are ragged (every sample and row must have one length) or too large"
+            ) from None
+    elif x.dtype.kind not in "iuf":
+        kind = {"b": "bool", "U": "str", "S": "str"}.get(x.dtype.kind, x.dtype.name)
+        raise RequestError(422, f"inputs must hold numbers only; found {kind}")
+    x = x.astype(np.float64)
     if np.abs(x[np.isfinite(x)]).max(initial=0.0) > np.finfo(np.float32).max:
         raise RequestError(422, "inputs hold values too large for float32")
     return x

@@ -68,17 +68,28 @@ def parse_json(body: bytes, shape: tuple) -> np.ndarray:
         raise Problem(400, f"the body is not valid JSON ({err})") from None
     if not isinstance(data, dict) or "inputs" not in data:
         raise Problem(422, 'expected a JSON object {"inputs": [...]} (one sample or a batch)')
-    stack = [data["inputs"]]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise Problem(422, f"inputs must hold numbers only; found {type(item).__name__}")
-    try:
-        x = np.asarray(data["inputs"], dtype=np.float64)
+    try:  # numpy settles the common type in C; a mixed (object) result is walked for the culprit
+        x = np.asarray(data["inputs"])
     except (ValueError, OverflowError):
-        raise Problem(422, "inputs are ragged: every sample and row must have one length") from None
+        x = np.asarray([None], dtype=object)
+    if x.dtype.kind == "O":
+        stack = [data["inputs"]]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(item)
+            elif isinstance(item, bool) or not isinstance(item, (int, float)):
+                raise Problem(422, f"inputs must hold numbers only; found {type(item).__name__}")
+        try:
+            x = np.asarray(data["inputs"], dtype=np.float64)
+        except (ValueError, OverflowError):
+            raise Problem(
+                422, "inputs are ragged (every sample and row must have one length) or too large"
+            ) from None
+    elif x.dtype.kind not in "iuf":
+        found = {"b": "bool", "U": "str", "S": "str"}.get(x.dtype.kind, x.dtype.name)
+        raise Problem(422, f"inputs must hold numbers only; found {found}")
+    x = x.astype(np.float64)
     x = x[None] if tuple(x.shape) == shape else x
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or not len(x):
         want = "x".join(map(str, shape))
