@@ -252,3 +252,22 @@ def package_mcu(
     bundle_dir = out / target.name
     zip_path = deterministic_zip(bundle_dir, out / f"{target.name}.zip", f"{name}-{target.name}")
     return bundle_dir, zip_path, manifest, notes
+
+
+def fits_target(path: str | Path, target: Target) -> str | None:
+    """None when a .tflite fits the firmware target's flash and RAM (stripped, arena measured),
+    else the one-line reason (`package` would refuse it): for a ladder choosing precisions."""
+    from toolkit.core.formats import get
+    from toolkit.package.mcu.budget import check_fits, needs_of
+    from toolkit.package.mcu.strip import strip_model
+    from toolkit.runtimes.tflm_arena import measure_arena
+
+    path = Path(path)
+    stripped = strip_model(path.read_bytes())
+    try:
+        measure = measure_arena(path, content=stripped)
+        check_fits(needs_of(measure, len(stripped), target), measure, target,
+                   get(target.artifact).precision, path.name)  # fmt: skip
+    except UserError as exc:
+        return str(exc)
+    return None
