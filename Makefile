@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: setup demo test test-fast lint format bench wheel-check clean pi-test openvino test-openvino
+.PHONY: setup demo test test-fast lint format bench bench-ptq wheel-check clean pi-test openvino test-openvino
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ test-openvino: $(OV_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out bench/RESULTS.md
+
+# PTQ on hard models vs ai-edge-quantizer, nncf, ORT calibrators (docs/ptq.md; ~20-30 min).
+bench-ptq: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[ptq]"
+	$(BIN)/python bench/ptq.py --results bench/RESULTS.md
 
 # Build the wheel, install it in a scratch venv, and use the installed CLI from elsewhere.
 wheel-check: $(STAMP)

@@ -1,0 +1,487 @@
+"""Post-training quantization on hard models (issue #15): the plain converters, the maintained
+PTQ tools and ours, side by side, every artifact measured in its own runtime.
+
+    .venv/bin/python bench/ptq.py --results bench/RESULTS.md     # ~20-30 min on 2 shared cores
+    .venv/bin/python bench/ptq.py --quick --out /tmp/ptq.md      # 500 test samples, one model
+
+Models (trained ones cached in --work, so re-runs skip training; see bench/ptq_models.py):
+vww_96.h5 (MLPerf Tiny visual wake words, third-party) in parity mode on CIFAR-10 images at
+96x96 with `--input-range 0,1`; MobileNetV2 alpha 0.35 and MobileNetV3-Small (hard-swish,
+squeeze-excite) trained by our recipe on the CIFAR-10 folder at 32x32. One calibration set
+(--calib samples of the training split, seed 0) for every method; scores on the test split.
+
+Rows per (model, granularity): float Keras and the float .tflite/.onnx every tool starts
+from; plain TFLiteConverter int8; onnxruntime quantize_static (MinMax, Entropy, Percentile);
+ai-edge-quantizer static_wi8_ai8 (min-max, MSE weights); nncf.quantize (fast / full bias
+correction); ours: toolkit.convert with every PTQ option its exporters take at run time
+(discovered by signature, see `ours_rows`), plus any toolkit.optimize equalization / bias
+correction helper that exists. Needs the `ptq` extra (`pip install -e ".[ptq]"`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+import typing
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ptq_anchors as anchors
+import ptq_models
+
+TITLE = "## Post-training quantization on hard models"
+# Exporter options that are not PTQ methods (present before issue #15).
+NOT_PTQ = {
+    "tflite": {"calibration", "input_signature", "denylisted_nodes", "denylisted_ops"},
+    "onnx": {"calibration", "input_signature", "opset", "nodes_to_exclude", "reduce_range"},
+}
+HELPER_NAMES = re.compile(r"equaliz|bias_correct|cross_layer|adaround|gptq|round", re.I)
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+# ---------------------------------------------------------------- models and data
+def prepare(work: Path, key: str, calib_n: int, limit: int | None) -> dict:
+    """Model, calibration inputs, test inputs (one array) and labels for one model key."""
+    from toolkit.core.modelio import load_model
+    from toolkit.data.evaldata import (
+        calibration_data,
+        dataset_for_model,
+        eval_data,
+        parse_range,
+        range_adapter,
+    )
+
+    if key == "vww_96":
+        loaded = load_model(ptq_models.VWW)
+        ds = dataset_for_model(loaded, ptq_models.CIFAR)
+        adapt = range_adapter(ds, parse_range("0,1"))
+        test = eval_data(ds, "test", limit=limit, adapt=adapt, parity_model=loaded.model)
+        what, metric = "vww_96.h5 (third-party), CIFAR-10 at 96x96, parity", "agreement"
+        float_metric = None
+    else:
+        run = ptq_models.trained_run(work, key)
+        loaded = load_model(run)
+        ds = dataset_for_model(loaded, None)
+        adapt = range_adapter(ds, None)
+        test = eval_data(ds, "test", limit=limit, adapt=adapt)
+        metrics = json.loads((run / "metrics.json").read_text())
+        what, metric = f"{key} (ours, {metrics.get('epochs_run', '?')} epochs)", "accuracy"
+        float_metric = metrics["test"]["accuracy"]
+    calib = calibration_data(ds, calib_n, 0, adapt).astype(np.float32)
+    x = np.asarray(test.all_inputs(), np.float32)
+    splits = {s: len(getattr(ds, s).y) for s in ("train", "val", "test")}
+    return {"key": key, "model": loaded.model, "calib": calib, "x": x, "y": np.asarray(test.y),
+            "what": what, "metric": metric, "splits": splits, "recorded": float_metric,
+            "params": int(loaded.model.count_params())}  # fmt: skip
+
+
+# ---------------------------------------------------------------- "ours", discovered
+def _choices(module: Any, fn: Any, name: str, param: inspect.Parameter, probe: Any) -> list:
+    """Values to try for a new exporter option: a Literal's values, the other bool, a constant
+    named after it (RANGES, GRANULARITIES; also METHODS in toolkit.convert.<fmt>_<name>), else
+    the values named by the exporter's own error for a bogus value (`probe(name, value)`)."""
+    import importlib
+
+    hint = param.annotation
+    if isinstance(hint, str):
+        try:
+            hint = typing.get_type_hints(fn).get(name, hint)
+        except Exception:
+            hint = param.annotation
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if hint else []
+    for a in [hint, *args]:
+        if typing.get_origin(a) is typing.Literal:
+            return [v for v in typing.get_args(a) if v != param.default]
+    if isinstance(param.default, bool) or hint is bool:
+        return [not bool(param.default)]
+    stem = name.upper().rstrip("S")
+    places = [(module, stem)]
+    with contextlib.suppress(ImportError):
+        places.append((importlib.import_module(f"{module.__name__}_{name}"), ""))
+    for where, prefix in places:
+        for attr, value in vars(where).items():
+            if attr.startswith(prefix) and attr.isupper() and isinstance(value, (tuple, list)):
+                vals = [v for v in value if isinstance(v, str) and v != param.default]
+                if vals:
+                    return vals
+    message = probe(name, "__not_a_value__")
+    quoted = re.findall(r"'([^']+)'", message.split("got")[0]) if message else []
+    return [v for v in dict.fromkeys(quoted) if v != param.default]
+
+
+def ours_rows(fmt: str, probe: Any) -> tuple[list[tuple[str, dict]], list[str], bool]:
+    """(label, options) rows for toolkit's `fmt` exporter, notes, and whether it takes
+    `granularity`. The first row is always the exporter's defaults."""
+    import importlib
+
+    module = importlib.import_module(f"toolkit.convert.{fmt}")
+    fn = getattr(module, f"export_{fmt}")
+    params = inspect.signature(fn).parameters
+    new = {n: p for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in NOT_PTQ[fmt]}
+    rows: list[tuple[str, dict]] = [("defaults", {})]
+    notes = []
+    for name, param in new.items():
+        if name == "granularity":
+            continue
+        values = _choices(module, fn, name, param, probe)
+        if not values:
+            notes.append(f"{fmt} option `{name}` found, no values to try were discoverable")
+        rows += [(f"{name}={v}", {name: v}) for v in values]
+    return rows, notes, "granularity" in new
+
+
+def optimize_helpers() -> list[tuple[str, Callable[..., Any]]]:
+    """Functions in toolkit.optimize.* that look like PTQ weight steps (equalization, bias
+    correction, rounding) and take a model first."""
+    import importlib
+    import pkgutil
+
+    import toolkit.optimize as pkg
+
+    found = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name in ("bridge", "cluster", "prune", "qat", "stage"):
+            continue
+        try:
+            module = importlib.import_module(f"toolkit.optimize.{info.name}")
+        except Exception:
+            continue
+        for name, fn in vars(module).items():
+            if (
+                name.startswith("_")
+                or not inspect.isfunction(fn)
+                or fn.__module__ != module.__name__
+            ):
+                continue
+            if not HELPER_NAMES.search(name):
+                continue
+            first = next(iter(inspect.signature(fn).parameters), "")
+            if first in ("model", "keras_model"):
+                found.append((f"{info.name}.{name}", fn))
+    return found
+
+
+def _probe(model: Any, fmt: str, out: Path, calib: np.ndarray, name: str, value: Any) -> str:
+    """The exporter's error for `name=value` (it names the accepted values), or ""."""
+    from toolkit.convert import convert
+
+    try:
+        convert(model, fmt, out, calibration=calib, **{name: value})
+    except Exception as exc:
+        return str(exc)
+    return ""
+
+
+def _helper_artifact(fn: Any, model: Any, out: Path, calib: np.ndarray, pt: bool) -> Path:
+    return anchors.tflite_plain(_apply_helper(fn, model, calib), out, calib, pt)
+
+
+def _apply_helper(fn: Callable[..., Any], model: Any, calib: np.ndarray) -> Any:
+    import keras
+
+    params = inspect.signature(fn).parameters
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    kw = {k: calib for k in ("calibration", "data", "calib") if k in params}
+    result = fn(clone, **kw)
+    return result if isinstance(result, keras.Model) else clone
+
+
+# ---------------------------------------------------------------- measuring
+def measure(path: Path | Any, x: np.ndarray) -> tuple[np.ndarray, float]:
+    from toolkit.data.evaldata import predict_batched
+    from toolkit.runtimes import open_runner
+
+    start = time.perf_counter()
+    if isinstance(path, Path):
+        runner = open_runner(path)
+        try:
+            out = predict_batched(runner.predict, x)
+        finally:
+            runner.close()
+    else:
+        out = path.predict(x, batch_size=256, verbose=0)
+    return np.asarray(out, np.float32), time.perf_counter() - start
+
+
+def score(out: np.ndarray, ref_out: np.ndarray, y: np.ndarray) -> dict:
+    from toolkit.core.metrics import fidelity
+    from toolkit.validate.stats import drop_stats
+
+    ref_ok, art_ok = ref_out.argmax(-1) == y, out.argmax(-1) == y
+    stats = drop_stats((ref_ok, art_ok), None, len(y), True, correctness=(ref_ok, art_ok))
+    return {"metric": float(art_ok.mean()), "drop_pp": 100 * float(ref_ok.mean() - art_ok.mean()),
+            "ci95_pp": [100 * v for v in stats.ci95] if stats.ci95 else None,
+            "mcnemar_p": stats.mcnemar_p, "agreement": float(np.mean(out.argmax(-1) ==
+            ref_out.argmax(-1))), "sqnr_db": fidelity(out, ref_out, True)["sqnr_db"]}  # fmt: skip
+
+
+def run_case(m: dict, per_tensor: bool, work: Path, log: Callable[[str], None]) -> list[dict]:
+    from toolkit.convert import convert
+
+    gran = "per-tensor" if per_tensor else "per-channel"
+    out = work / "artifacts" / m["key"] / gran
+    out.mkdir(parents=True, exist_ok=True)
+    model, calib, pt = m["model"], m["calib"], per_tensor
+    fp_dir = work / "artifacts" / m["key"] / "float"
+    fp_dir.mkdir(parents=True, exist_ok=True)
+    tfl32 = convert(model, "tflite-fp32", fp_dir)
+    onnx32 = convert(model, "onnx-fp32", fp_dir)
+    makers: list[tuple[str, str, Callable[[], Any]]] = [
+        ("float", "Keras float (reference)", lambda: model),
+        ("float", "float .tflite (LiteRT XNNPACK)", lambda: tfl32),
+        ("float", "float .onnx (ORT CPU)", lambda: onnx32),
+        ("plain", "TFLiteConverter int8", lambda: anchors.tflite_plain(model, out, calib, pt)),
+    ]
+    for method in ("MinMax", "Entropy", "Percentile"):
+        make = partial(anchors.ort_static, onnx32, out, calib, pt, method)
+        makers.append(("anchor", f"ORT quantize_static {method}", make))
+    for algo in ("min_max", "mse"):
+        label = "static_wi8_ai8" + (" + MSE weights" if algo == "mse" else "")
+        make = partial(anchors.aeq, tfl32, out, calib, pt, algo)
+        makers.append(("anchor", f"ai-edge-quantizer {label}", make))
+    for fast in (True, False):
+        make = partial(anchors.nncf_quantize, onnx32, out, calib, pt, fast)
+        makers.append(
+            ("anchor", f"nncf.quantize, {'fast' if fast else 'full'} bias correction", make)
+        )
+    notes: list[str] = []
+    for fmt in ("tflite", "onnx"):
+        probe = partial(_probe, model, f"{fmt}-int8", out / "probe", calib)
+        rows, found, takes_gran = ours_rows(fmt, probe)
+        notes += found
+        if pt and not takes_gran:
+            notes.append(f"toolkit's {fmt} exporter takes no `granularity`: no per-tensor 'ours'")
+            continue
+        for label, opts in rows:
+            opts = {**opts, **({"granularity": gran} if takes_gran else {})}
+            sub = out / f"ours-{fmt}-{re.sub(r'[^A-Za-z0-9]+', '_', label)}"
+            make = partial(convert, model, f"{fmt}-int8", sub, calib, **opts)
+            makers.append(("ours", f"ours {fmt}-int8 {label}", make))
+    for name, fn in optimize_helpers():
+        sub = out / f"ours-helper-{name}"
+        make = partial(_helper_artifact, fn, model, sub, calib, pt)
+        makers.append(("ours", f"ours {name} + tflite-int8", make))
+    rows_out, ref_out = [], None
+    for family, label, make in makers:
+        row: dict[str, Any] = {"family": family, "method": label}
+        try:
+            start = time.perf_counter()
+            artifact = make()
+            row["convert_s"] = round(time.perf_counter() - start, 1)
+            outputs, row["eval_s"] = measure(artifact, m["x"])
+            if ref_out is None:
+                ref_out = outputs
+            row.update(score(outputs, ref_out, m["y"]))
+            row["size_bytes"] = artifact.stat().st_size if isinstance(artifact, Path) else None
+        except Exception as exc:
+            text = str(exc).strip()
+            row["error"] = type(exc).__name__ + (f": {text.splitlines()[0][:160]}" if text else "")
+            with (out / "errors.log").open("a") as handle:
+                handle.write(f"{label}\n{traceback.format_exc()}\n")
+        shown = row.get("error") or (
+            f"{row['metric']:.4f} drop {row['drop_pp']:+.2f} pp SQNR {row['sqnr_db']:.1f} dB"
+        )
+        log(f"{m['key']} {gran} {label}: {shown}")
+        rows_out.append(row)
+    if ref_out is None:
+        raise RuntimeError(f"{m['key']}: the float reference did not run")
+    return [{"notes": sorted(set(notes))}, *rows_out]
+
+
+# ---------------------------------------------------------------- the section
+def _row(r: dict) -> str:
+    if r.get("error"):
+        return f"| {r['method']} | failed: {r['error'][:110]} | | | | |"
+    ci = f" ({r['ci95_pp'][0]:+.2f}..{r['ci95_pp'][1]:+.2f})" if r["ci95_pp"] else ""
+    size = f"{r['size_bytes'] / 1024:.0f}" if r["size_bytes"] else "—"
+    sqnr = "exact" if r["sqnr_db"] >= 200 else f"{r['sqnr_db']:.1f}"
+    metric, drop = f"{100 * r['metric']:.2f} %", f"{r['drop_pp']:+.2f}{ci}"
+    return f"| {r['method']} | {metric} | {drop} | {sqnr} | {size} | {r['convert_s']} |"
+
+
+def _best(rows: list[dict], keep: Callable[[dict], bool]) -> dict | None:
+    chosen = [r for r in rows if "error" not in r and keep(r)]
+    return max(chosen, key=lambda r: (r["metric"], r["sqnr_db"])) if chosen else None
+
+
+def _shown(r: dict | None) -> str:
+    return f"{r['method']} ({r['drop_pp']:+.2f})" if r else "—"
+
+
+def section(data: dict) -> list[str]:
+    lines = [
+        TITLE,
+        "",
+        f"Generated by `{data['command']}` on {data['machine']}, {data['date']} "
+        f"({data['wall_min']:.1f} min wall). Load average before: `{data['load_before']}`; "
+        f"after: `{data['load_after']}` (2 cores shared with other work).",
+        "",
+        f"Calibration: the same {data['calib']} training-split samples (seed 0) for every "
+        f"method; scores on {data['test']} test-split samples. Metric: top-1 accuracy vs the "
+        "labels, or for vww_96 top-1 agreement with the float Keras model (parity labels). "
+        "`drop` = float Keras minus the row, in pp, with the paired-bootstrap 95 % interval "
+        "(toolkit.validate.stats); SQNR of the output probabilities vs float Keras. TFLite "
+        "files run in ai_edge_litert (XNNPACK), ONNX in onnxruntime CPU, through "
+        "toolkit.runtimes.open_runner. Plain TFLiteConverter per tensor: toolkit's converter "
+        "with `_experimental_disable_per_channel`; ORT `per_channel=False`; nncf "
+        "`weights_quantization_params=QuantizationParameters(per_channel=False)`; "
+        "ai-edge-quantizer `weight_granularity=TENSORWISE`. 'ours' rows: toolkit.convert "
+        "with each PTQ option its exporters took at run time (found by signature).",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
+        "",
+    ]
+    cases = []
+    for model in data["models"]:
+        s = model["splits"]
+        recorded = model["recorded"]
+        lines += [
+            f"### {model['what']}",
+            "",
+            f"{model['params']:,} parameters; split {s['train']} train / {s['val']} val / "
+            f"{s['test']} test"
+            + (f"; test accuracy in its metrics.json {recorded:.3f}" if recorded else "")
+            + ".",
+            "",
+        ]
+        for gran, rows in model["cases"].items():
+            notes, rows = rows[0]["notes"], rows[1:]
+            lines += [
+                f"**{gran}**",
+                "",
+                f"| method | {model['metric']} | drop pp (95 % CI) | SQNR dB | size KB "
+                "| convert s |",
+                "|---|---|---|---|---|---|",
+                *[_row(r) for r in rows],
+                *[f"- {n}" for n in notes],
+                "",
+            ]
+            plain = _best(rows, lambda r: r["family"] == "plain")
+            if plain is None:
+                continue
+            cases.append({
+                "model": model["key"], "gran": gran, "plain": plain["drop_pp"],
+                "anchor": _best(rows, lambda r: r["family"] in ("anchor", "plain")),
+                "tflite": _best(rows, lambda r: r["method"].startswith("ours tflite")),
+                "onnx": _best(rows, lambda r: r["method"].startswith("ours onnx")),
+            })  # fmt: skip
+    lines += [
+        "### Summary: where the plain converter loses >= 1 pp",
+        "",
+        "| model | granularity | plain TFLite drop pp | best anchor (drop pp) "
+        "| best ours TFLite (drop pp) | best ours ONNX (drop pp) |",
+        "|---|---|---|---|---|---|",
+    ]
+    hard = 0
+    for c in cases:
+        hard += c["plain"] >= 1.0
+        flag = " (hard)" if c["plain"] >= 1.0 else ""
+        lines.append(
+            f"| {c['model']} | {c['gran']} | **{c['plain']:+.2f}**{flag} | {_shown(c['anchor'])} "
+            f"| {_shown(c['tflite'])} | {_shown(c['onnx'])} |"
+        )
+    lines += ["", f"Cases with a plain-converter drop >= 1 pp: **{hard}** of {len(cases)}.", ""]
+    return lines
+
+
+def replace_section(results: Path, lines: list[str]) -> None:
+    text = results.read_text() if results.is_file() else "# Benchmark results\n"
+    start = text.find(TITLE)
+    if start == -1:
+        text = text.rstrip() + "\n\n" + "\n".join(lines)
+    else:
+        end = text.find("\n## ", start + len(TITLE))
+        text = text[:start] + "\n".join(lines) + (text[end + 1 :] if end != -1 else "")
+    results.write_text(text)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("tensorflow", "ai-edge-litert", "onnxruntime", "ai-edge-quantizer", "nncf"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, help="replace the section in this RESULTS.md")
+    parser.add_argument("--out", type=Path, help="also write the section to this file")
+    parser.add_argument("--work", type=Path, default=Path("bench/.work/ptq"))
+    parser.add_argument("--models", default="vww_96,mobilenet_v2_035,mobilenet_v3_small")
+    parser.add_argument("--granularities", default="per-channel,per-tensor")
+    parser.add_argument("--calib", type=int, default=256, help="calibration samples")
+    parser.add_argument("--limit", type=int, default=None, help="test samples (default: all)")
+    parser.add_argument("--quick", action="store_true", help="vww_96 only, 500 test samples")
+    parser.add_argument(
+        "--section-only", action="store_true", help="rewrite the section from WORK/ptq.json"
+    )
+    args = parser.parse_args()
+    if args.section_only:
+        return write_section(json.loads((args.work / "ptq.json").read_text()), args)
+    if args.quick:
+        args.models, args.limit = "vww_96", args.limit or 500
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    command = "python bench/ptq.py " + " ".join(sys.argv[1:])
+    before, start = uptime(), time.perf_counter()
+    logf = (work / "ptq.log").open("a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    data: dict[str, Any] = {"command": command.strip(), "calib": args.calib, "models": [],
+                            "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
+                            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                            "versions": versions(), "load_before": before}  # fmt: skip
+    for key in args.models.split(","):
+        m = prepare(work, key, args.calib, args.limit)
+        data["test"] = len(m["y"])
+        entry = {k: m[k] for k in ("key", "what", "metric", "splits", "recorded", "params")}
+        entry["cases"] = {}
+        for gran in args.granularities.split(","):
+            entry["cases"][gran] = run_case(m, gran == "per-tensor", work, log)
+            if entry not in data["models"]:
+                data["models"].append(entry)
+            (work / "ptq.json").write_text(json.dumps(data, indent=1, default=str))
+    data["load_after"], data["wall_min"] = uptime(), (time.perf_counter() - start) / 60
+    (work / "ptq.json").write_text(json.dumps(data, indent=1, default=str))
+    return write_section(data, args)
+
+
+def write_section(data: dict, args: argparse.Namespace) -> int:
+    lines = section(data)
+    print("\n".join(lines))
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+    if args.results:
+        replace_section(args.results, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The anchors of bench/ptq.py: other tools' int8 on our float artifacts, same calibration data.
+
+Each function writes one artifact and returns its path; a failure raises and the bench
+records it as a failed row. Nothing here is part of the toolkit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def tflite_plain(model: Any, out: Path, calib: np.ndarray, per_tensor: bool) -> Path:
+    """The plain TFLiteConverter int8 (int8 I/O, min-max): toolkit's own export with its
+    defaults per channel; per tensor the converter toolkit builds (`make_converter`) with the
+    private `_experimental_disable_per_channel` flag, so no toolkit PTQ step is in this row."""
+    from toolkit.convert import convert, tflite
+
+    if not per_tensor:
+        return convert(model, "tflite-int8", out, calibration=calib)
+    converter = tflite.make_converter(model, "int8", calibration=calib)
+    converter._experimental_disable_per_channel = True
+    with tflite._quiet_converter():
+        content = converter.convert()
+    path = out / "model-int8-per-tensor.tflite"
+    path.write_bytes(content)
+    return path
+
+
+def _reader(input_name: str, data: np.ndarray, batch: int = 16) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rewind()
+
+        def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+            for start in range(0, len(data), batch):
+                yield {input_name: data[start : start + batch]}
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._iter, None)
+
+        def rewind(self) -> None:
+            self._iter = self._batches()
+
+    return Reader()
+
+
+def ort_static(fp32: Path, out: Path, calib: np.ndarray, per_tensor: bool, method: str) -> Path:
+    """onnxruntime quantize_static with its defaults (QDQ, int8/int8, no reduce_range) after
+    ORT's recommended quant_pre_process; only `per_channel` and `calibrate_method` are set."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, quant_pre_process, quantize_static
+
+    prepped = out / f"{fp32.stem}.prep.onnx"
+    try:
+        quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=False)
+        source = prepped
+    except Exception:
+        source = fp32
+    input_name = onnx.load(str(source)).graph.input[0].name
+    path = out / f"ort-{method.lower()}-{'pt' if per_tensor else 'pc'}.onnx"
+    quantize_static(
+        str(source),
+        str(path),
+        _reader(input_name, calib),
+        per_channel=not per_tensor,
+        calibrate_method=getattr(CalibrationMethod, method),
+    )
+    prepped.unlink(missing_ok=True)
+    return path
+
+
+def nncf_quantize(fp32: Path, out: Path, calib: np.ndarray, per_tensor: bool, fast: bool) -> Path:
+    """nncf.quantize on the fp32 ONNX: every calibration sample (subset_size = all of them),
+    fast or full bias correction; per tensor through advanced_parameters."""
+    import nncf
+    import onnx
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        QuantizationParameters,
+    )
+
+    proto = onnx.load(str(fp32))
+    name = proto.graph.input[0].name
+    items = [{name: calib[i : i + 1]} for i in range(len(calib))]
+    advanced = None
+    if per_tensor:
+        advanced = AdvancedQuantizationParameters(
+            weights_quantization_params=QuantizationParameters(per_channel=False)
+        )
+    quantized = nncf.quantize(
+        proto,
+        nncf.Dataset(items),
+        subset_size=len(items),
+        fast_bias_correction=fast,
+        advanced_parameters=advanced,
+    )
+    path = out / f"nncf-{'fast' if fast else 'full'}-bc-{'pt' if per_tensor else 'pc'}.onnx"
+    onnx.save(quantized, str(path))
+    return path
+
+
+def aeq(float_tflite: Path, out: Path, calib: np.ndarray, per_tensor: bool, algo: str) -> Path:
+    """ai-edge-quantizer on our float .tflite: the static_wi8_ai8 recipe (min-max), or the same
+    with its MSE weight-range search on CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    signatures = Interpreter(model_path=str(float_tflite)).get_signature_list()
+    if not signatures:
+        raise RuntimeError("the float .tflite has no SignatureDef (ai-edge-quantizer needs one)")
+    key = next(iter(signatures))
+    input_name = signatures[key]["inputs"][0]
+    granularity = recipe.QuantGranularity.TENSORWISE if per_tensor else None
+    qt = quantizer.Quantizer(str(float_tflite))
+    if granularity is None and algo == "min_max":
+        qt.load_quantization_recipe(recipe.static_wi8_ai8())
+    else:
+        g = {"weight_granularity": granularity} if granularity is not None else {}
+        ops = recipe.TFLOperationName
+        qt.add_static_config(".*", ops.ALL_SUPPORTED, 8, 8, **g)
+        if algo == "mse":
+            for op in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D, ops.FULLY_CONNECTED):
+                qt.add_static_config(".*", op, 8, 8, algorithm_key=recipe.AlgorithmName.MSE, **g)
+    data = {key: [{input_name: calib[i : i + 1]} for i in range(len(calib))]}
+    result = qt.calibrate(data, num_threads=2)
+    path = out / f"aeq-{algo}-{'pt' if per_tensor else 'pc'}.tflite"
+    qt.quantize(result, enable_progress_report=False).export_model(str(path), overwrite=True)
+    return path

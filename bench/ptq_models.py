@@ -1,0 +1,59 @@
+"""The hard models of bench/ptq.py: trained once by our own recipes, cached in the work dir.
+
+python bench/ptq_models.py bench/.work/ptq          # train whatever is missing
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+CIFAR = "image-folder:../shared/data/cifar10-test"
+VWW = "../shared/models/vww_96.h5"
+
+
+def recipe(name: str, builder: str, args: dict, epochs: int) -> dict:
+    """Our CIFAR-10 32x32 recipe (own_data.py's issue recipe: Adam 0.002, batch 64)."""
+    return {
+        "name": name,
+        "dataset": {"name": CIFAR, "image_size": [32, 32]},
+        "model": {"builder": builder, "args": {"weights": "none", **args}},
+        "train": {
+            "epochs": epochs,
+            "batch_size": 64,
+            "optimizer": {"name": "adam", "learning_rate": 0.002},
+            "tensorboard": False,
+        },
+    }
+
+
+TRAINED = {
+    "mobilenet_v2_035": recipe("ptq-mobilenet_v2_035", "mobilenet_v2", {"alpha": 0.35}, 10),
+    "mobilenet_v3_small": recipe(
+        "ptq-mobilenet_v3_small", "mobilenet_v3_small", {"alpha": 1.0, "minimalistic": False}, 10
+    ),
+}
+
+
+def trained_run(work: Path, key: str, epochs: int | None = None) -> Path:
+    """The run directory of TRAINED[key], trained now unless its model.keras is already there."""
+    from toolkit.core.recipe import parse_recipe
+    from toolkit.pipeline.training import run_training
+
+    spec = json.loads(json.dumps(TRAINED[key]))
+    if epochs:
+        spec["train"]["epochs"] = epochs
+    run = work / "runs" / spec["name"]
+    if (run / "model.keras").is_file() and (run / "metrics.json").is_file():
+        return run
+    run_training(
+        parse_recipe(spec, f"bench/ptq_models.py:{key}"), runs_dir=work / "runs", force=True
+    )
+    return run
+
+
+if __name__ == "__main__":
+    work = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/.work/ptq")
+    for key in sys.argv[2:] or list(TRAINED):
+        print(key, trained_run(work, key), flush=True)
