@@ -124,3 +124,40 @@ def test_two_workers_match_one_and_only_the_chief_writes(tmp_path) -> None:
     assert multi["test"]["accuracy"] > 0.85
     leftovers = list(Path(tempfile.gettempdir()).glob("keras-edge-backup-dist-mlp-*"))
     assert leftovers == []  # the other worker's backup is removed once training finished
+
+
+@pytest.mark.slow
+def test_a_killed_distributed_run_resumes_from_its_backup(tmp_path) -> None:
+    import signal
+    import time
+
+    recipe = {**RECIPE, "train": {**RECIPE["train"], "epochs": 12},
+              "distribute": {"strategy": "mirrored"}}  # fmt: skip
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    runs = tmp_path / "runs"
+    proc = _train(str(path), "--runs-dir", str(runs))
+    deadline = time.monotonic() + 300
+    meta = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(runs.glob(".dist-mlp.backup-*/training_metadata.json"))
+        try:
+            done = json.loads(found[0].read_text()).get("epoch", 0) if found else 0
+        except ValueError:  # caught mid-write
+            done = 0
+        if done >= 2:
+            meta = found[0]
+            break
+        time.sleep(0.05)
+    assert meta is not None, proc.communicate()[0]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    saved = json.loads(meta.read_text())["epoch"]  # epochs finished before the kill
+    assert not (runs / "dist-mlp").exists()
+    again = _train(str(path), "--runs-dir", str(runs))
+    out = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, out
+    history = (runs / "dist-mlp" / "history.csv").read_text().splitlines()
+    epochs = [int(line.split(",")[0]) for line in history[1:]]
+    assert epochs[0] >= saved and epochs[-1] == 11  # resumed where it stopped, finished
+    assert not list(runs.glob(".dist-mlp.backup-*"))  # removed once the run finished

@@ -134,13 +134,13 @@ def test_journal_workers_share_trials_and_survive_a_killed_worker(tmp_path) -> N
     journal = tmp_path / "study.journal"
     url = f"journal:{journal}"
     proc = _tune(str(_recipe_file(tmp_path)), "--storage", url, "--workers", "2",
-                 "--trials", "4", "--out", str(tmp_path / "out"), "--heartbeat", "1")  # fmt: skip
+                 "--trials", "3", "--out", str(tmp_path / "out"), "--heartbeat", "1")  # fmt: skip
     killed, pid = _kill_when_running(url, proc)
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
     assert f"(pid {pid}) was killed by SIGKILL" in out
     study = _study(url)
-    assert sorted(_states(study)) == ["COMPLETE"] * 4 + ["FAIL"]
+    assert sorted(_states(study)) == ["COMPLETE"] * 3 + ["FAIL"]
     assert study.trials[killed].state.name == "FAIL"
     assert "died" in study.trials[killed].user_attrs["fail_reason"]
     numbers = [t.number for t in study.trials]
@@ -158,7 +158,7 @@ def test_journal_workers_share_trials_and_survive_a_killed_worker(tmp_path) -> N
 def test_resume_finishes_a_study_whose_worker_was_killed(tmp_path) -> None:
     url = f"journal:{tmp_path / 'study.journal'}"
     recipe = str(_recipe_file(tmp_path))
-    common = ["--storage", url, "--trials", "3", "--out", str(tmp_path / "out")]
+    common = ["--storage", url, "--trials", "2", "--out", str(tmp_path / "out")]
     proc = _tune(recipe, *common)
     killed, _ = _kill_when_running(url, proc, after=1)  # trial 0 done, trial 1 in flight
     proc.wait(timeout=60)
@@ -167,9 +167,9 @@ def test_resume_finishes_a_study_whose_worker_was_killed(tmp_path) -> None:
     out, _ = again.communicate(timeout=400)
     assert again.returncode == 0, out
     study = _study(url)
-    assert sorted(_states(study)) == ["COMPLETE"] * 3 + ["FAIL"]
+    assert sorted(_states(study)) == ["COMPLETE"] * 2 + ["FAIL"]
     assert study.trials[killed].state.name == "FAIL"
-    assert "3 complete, 1 fail" in out and "best (trial" in out
+    assert "2 complete, 1 fail" in out and "best (trial" in out
 
 
 def _free_port() -> int:
@@ -207,18 +207,13 @@ def postgres_url():
 @pytest.mark.slow
 def test_postgres_workers_share_one_study(tmp_path, postgres_url) -> None:
     proc = _tune(str(_recipe_file(tmp_path)), "--storage", postgres_url, "--study", "pg",
-                 "--workers", "2", "--trials", "4", "--out", str(tmp_path / "out"))  # fmt: skip
+                 "--workers", "2", "--trials", "3", "--out", str(tmp_path / "out"))  # fmt: skip
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
     study = _study(postgres_url, "pg")
-    assert _states(study) == ["COMPLETE"] * 4
-    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert _states(study) == ["COMPLETE"] * 3  # the budget is the study's, not per worker
+    assert [t.number for t in study.trials] == [0, 1, 2]
     assert len({t.user_attrs["worker"] for t in study.trials}) == 2
-    assert "study 'pg' in postgresql+psycopg2://tune@127.0.0.1" in out and "4 complete" in out
+    assert "study 'pg' in postgresql+psycopg2://tune@127.0.0.1" in out and "3 complete" in out
     best = max(study.trials, key=lambda t: t.value)
-    assert f"best (trial {best.number})" in out.replace("\n", " ")
-    # a second machine joining with the same command adds nothing: the budget is the study's
-    again = _tune(str(_recipe_file(tmp_path)), "--storage", postgres_url, "--study", "pg",
-                  "--trials", "4", "--out", str(tmp_path / "out2"))  # fmt: skip
-    assert again.wait(timeout=200) == 0
-    assert len(_study(postgres_url, "pg").trials) == 4
+    assert f" {best.number} * " in out  # the table marks the best trial

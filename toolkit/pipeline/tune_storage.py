@@ -26,6 +26,7 @@ from toolkit.core.errors import UserError
 from toolkit.core.recipe import Recipe
 
 HEARTBEAT_S = 10.0
+MIN_GRACE_S = 30.0  # a loaded host can starve a heartbeat thread for seconds: never fail sooner
 RUNNING_STATES = ("RUNNING", "WAITING")
 FINISHED_STATES = ("COMPLETE", "PRUNED")
 
@@ -147,13 +148,23 @@ def worker_id() -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether a local process runs; a zombie (killed, not yet reaped) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def grace(heartbeat_s: float) -> float:
+    """How long a trial may stay silent before it is failed: 3 heartbeats, at least 30 s."""
+    return max(3 * heartbeat_s, MIN_GRACE_S)
 
 
 def fail_dead_trials(study: Any, grace_s: float) -> list[int]:
@@ -227,10 +238,10 @@ def run_worker(
 ) -> None:
     """Run trials until the study holds `budget` finished or in-flight trials. Counting the
     shared study (not this process's trials) lets any number of workers split one budget."""
-    grace = 3 * heartbeat_s
+    silent = grace(heartbeat_s)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while deadline is None or time.monotonic() < deadline:
-        fail_dead_trials(study, grace)
+        fail_dead_trials(study, silent)
         seen = counts(study)
         if sum(seen.get(s, 0) for s in (*FINISHED_STATES, *RUNNING_STATES)) >= budget:
             return

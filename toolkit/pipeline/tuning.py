@@ -27,6 +27,7 @@ from toolkit.pipeline.tune_storage import (
     Heartbeat,
     counts,
     fail_dead_trials,
+    grace,
     mask,
     open_storage,
     open_study,
@@ -320,7 +321,7 @@ def tune(
         notes += spawn_workers(workers, argv, out, log, seed)
     else:
         run_worker(study, objective, trials, timeout_s=timeout_s, heartbeat_s=heartbeat_s)
-    failed = fail_dead_trials(study, 3 * heartbeat_s)
+    failed = fail_dead_trials(study, grace(heartbeat_s))
     notes += [f"trial {n}: its worker is gone; marked FAIL" for n in failed]
     attrs = study.user_attrs
     metric = state.get("metric", attrs.get("metric", "?"))

@@ -38,7 +38,7 @@ def tune_command(
         "--heartbeat",
         min=0.1,
         help="Seconds between a trial's heartbeats; a trial "
-        "silent 3x as long (or whose process died) is marked FAIL.",
+        "silent 3x as long, at least 30 s (or whose process died), is marked FAIL.",
     ),
     worker_index: int | None = typer.Option(None, "--worker-index", hidden=True),
     track: str | None = typer.Option(
