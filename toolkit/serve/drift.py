@@ -147,6 +147,19 @@ def reference_stats(
     return out
 
 
+def psi_limit_for(base: float, bins: int, n_ref: int, n_window: int) -> float:
+    """The PSI threshold, never below three times the PSI that sampling alone gives on average
+    ((bins - 1) x (1/n_ref + 1/n_window)): a small window or reference is not drift."""
+    return round(max(base, 3.0 * (bins - 1) * (1.0 / n_ref + 1.0 / max(1, n_window))), 6)
+
+
+def ks_limit_for(base: float, n_ref: int, n_window: int) -> float:
+    """The KS threshold, never below the two-sample critical value at the 1 % level (counted
+    in samples, not pixels, so correlated values within a sample do not shrink it)."""
+    m = max(1, n_window)
+    return round(max(base, 1.628 * float(np.sqrt((n_ref + m) / (n_ref * m)))), 6)
+
+
 def compare(
     reference: dict[str, Any], inputs: np.ndarray, probabilities: np.ndarray | None
 ) -> dict[str, Any]:
@@ -162,14 +175,19 @@ def compare(
         result.update(status="warming up", drift=None, features=[], outputs=None)
         result["note"] = f"{n} of the {MIN_SAMPLES} samples drift needs"
         return result
+    n_ref = int(reference.get("samples") or 1)
+    ks_floor = ks_limit_for(ks_limit, n_ref, n)
     columns = inputs.transpose(1, 0, 2).reshape(inputs.shape[1], -1)
     features = []
     for ref, values in zip(reference["inputs"], columns, strict=False):
+        bins = len(ref["psi_fractions"])
         features.append(
             {
                 "name": ref["name"],
                 "psi": round(psi(ref["psi_fractions"], bin_fractions(values, ref["psi_edges"])), 6),
                 "ks": round(ks_statistic(values, ref["quantiles"]), 6),
+                "psi_limit": psi_limit_for(psi_limit, bins, n_ref, n),
+                "ks_limit": ks_floor,
                 "mean": round(float(values.mean()), 6),
                 "reference_mean": ref["mean"],
             }
@@ -180,15 +198,24 @@ def compare(
         classes = len(ref_out["class_distribution"])
         winners = np.bincount(probabilities.argmax(1), minlength=classes)[:classes] / n
         conf = np.histogram(probabilities.max(1), bins=ref_out["confidence_edges"])[0] / n
+        bins = len(ref_out["confidence_histogram"])
         outputs = {
             "class_psi": round(psi(ref_out["class_distribution"], winners), 6),
             "confidence_psi": round(psi(ref_out["confidence_histogram"], conf), 6),
+            "class_psi_limit": psi_limit_for(psi_limit, classes, n_ref, n),
+            "confidence_psi_limit": psi_limit_for(psi_limit, bins, n_ref, n),
             "mean_confidence": round(float(probabilities.max(1).mean()), 6),
         }
     worst = max([f["psi"] for f in features] or [0.0])
     worst_out = max(outputs["class_psi"], outputs["confidence_psi"]) if outputs else 0.0
-    drifted = worst > psi_limit or worst_out > psi_limit
-    drifted = drifted or max([f["ks"] for f in features] or [0.0]) > ks_limit
+    drifted = any(f["psi"] > f["psi_limit"] or f["ks"] > f["ks_limit"] for f in features)
+    drifted = drifted or (
+        bool(outputs)
+        and (
+            outputs["class_psi"] > outputs["class_psi_limit"]
+            or outputs["confidence_psi"] > outputs["confidence_psi_limit"]
+        )
+    )
     result.update(
         status="drift" if drifted else "ok",
         drift=bool(drifted),

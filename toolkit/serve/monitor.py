@@ -52,7 +52,8 @@ def _markdown(report: dict[str, Any], manifest: dict[str, Any], logs: Path, extr
         f"reference of {manifest['drift'].get('samples')} inputs "
         f"({manifest['drift'].get('source') or 'validation data'}).",
         "",
-        f"Verdict: {verdict} (PSI > {limits['psi']}, KS > {limits['ks']}).",
+        f"Verdict: {verdict} (PSI over {limits['psi']}, KS over {limits['ks']}, each raised to "
+        "the sampling noise of this many samples where that is higher: the limits below).",
         "",
     ]
     if extra["other_models"]:
@@ -62,14 +63,14 @@ def _markdown(report: dict[str, Any], manifest: dict[str, Any], logs: Path, extr
             "",
         ]
     lines += [
-        "| input feature | PSI | KS | mean (logged) | mean (reference) |",
+        "| input feature | PSI (limit) | KS (limit) | mean (logged) | mean (reference) |",
         "|---|---|---|---|---|",
     ]
     for f in report["features"]:
-        flag = " **over**" if f["psi"] > limits["psi"] or f["ks"] > limits["ks"] else ""
+        flag = " **over**" if f["psi"] > f["psi_limit"] or f["ks"] > f["ks_limit"] else ""
         lines.append(
-            f"| {f['name']}{flag} | {f['psi']:.4f} | {f['ks']:.4f} | {f['mean']:.4f} | "
-            f"{f['reference_mean']:.4f} |"
+            f"| {f['name']}{flag} | {f['psi']:.4f} ({f['psi_limit']:.3g}) | {f['ks']:.4f} "
+            f"({f['ks_limit']:.3g}) | {f['mean']:.4f} | {f['reference_mean']:.4f} |"
         )
     out = report.get("outputs")
     if out:
@@ -77,8 +78,10 @@ def _markdown(report: dict[str, Any], manifest: dict[str, Any], logs: Path, extr
             "",
             "| output | value |",
             "|---|---|",
-            f"| PSI of predicted classes | {out['class_psi']:.4f} |",
-            f"| PSI of confidences | {out['confidence_psi']:.4f} |",
+            f"| PSI of predicted classes | {out['class_psi']:.4f} (limit "
+            f"{out['class_psi_limit']:.3g}) |",
+            f"| PSI of confidences | {out['confidence_psi']:.4f} (limit "
+            f"{out['confidence_psi_limit']:.3g}) |",
             f"| mean confidence | {out['mean_confidence']:.4f} |",
         ]
     lines += ["", "![drift](drift.png)", ""]

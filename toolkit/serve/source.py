@@ -27,7 +27,8 @@ PREFERRED = (
     "model-fp32.onnx",
     "model.keras",
 )
-REFERENCE_SAMPLES = 1000  # test-split inputs the drift reference is computed from (export dirs)
+REFERENCE_SAMPLES = 1000  # inputs the drift reference is computed from (export dirs)
+REFERENCE_BYTES = 64 << 20  # ... at most this much float32 input data, whatever the size
 
 
 @dataclass
@@ -161,6 +162,19 @@ def _validation_row(path: Path) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def reference_split_inputs(ds: Any, count: int) -> tuple[np.ndarray, str]:
+    """Up to `count` raw inputs: the test split (what validation measured on) first, topped up
+    from the training then the validation split when it is smaller, so the reference of a
+    small dataset is not noise. The same rule as the package stage's (bundle/deploy.py)."""
+    parts, taken = [], []
+    for name in ("test", "train", "val"):
+        split, left = getattr(ds, name), count - sum(len(p) for p in parts)
+        if left > 0 and len(split):
+            parts.append(split.take_x(min(left, len(split)), seed=0).astype(np.float32))
+            taken.append(f"{len(parts[-1])} {name}")
+    return np.concatenate(parts), f"{sum(map(len, parts))} {ds.name} inputs ({' + '.join(taken)})"
+
+
 def reference_from_dataset(
     spec: dict[str, Any], predict: Any, labels: list[str]
 ) -> tuple[dict[str, Any] | None, str | None]:
@@ -175,13 +189,13 @@ def reference_from_dataset(
         return None, "the input spec names no dataset: drift has no reference"
     if dataset.get("image_size") is not None:
         dataset["image_size"] = tuple(dataset["image_size"])
+    per_sample = int(np.prod(spec.get("shape") or [1])) * 4
+    count = max(100, min(REFERENCE_SAMPLES, REFERENCE_BYTES // max(1, per_sample)))
     try:
-        test = load_dataset(DataSpec(**dataset)).test
-        x = test.take_x(min(REFERENCE_SAMPLES, len(test)), seed=0).astype(np.float32)
+        x, source = reference_split_inputs(load_dataset(DataSpec(**dataset)), count)
     except (UserError, TypeError, OSError) as err:
         return None, f"drift has no reference: cannot load {dataset['name']} ({err})"
     probs = probabilities(predict(x), host_softmax=False) if labels else None
-    source = f"{len(x)} inputs from the {dataset['name']} test split"
     return reference_stats(x, probs, names=spec.get("feature_names"), source=source), None
 
 

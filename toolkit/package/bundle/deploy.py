@@ -153,7 +153,8 @@ REFERENCE_BYTES = 64 << 20  # ... at most this much float32 input data, whatever
 
 
 def reference_inputs(spec: dict[str, Any]) -> tuple[Any, str]:
-    """Up to 1000 raw inputs of the test split the export was validated on (None + why)."""
+    """Up to 1000 raw inputs: the test split the export was validated on, topped up from the
+    training and then the validation split when it is smaller (None + why)."""
     import numpy as np
 
     from toolkit.core.errors import UserError
@@ -167,14 +168,17 @@ def reference_inputs(spec: dict[str, Any]) -> tuple[Any, str]:
     per_sample = int(np.prod(spec.get("shape") or [1])) * 4
     count = max(100, min(REFERENCE_SAMPLES, REFERENCE_BYTES // max(1, per_sample)))
     try:
-        test = load_dataset(DataSpec(**dataset)).test
-        x = test.take_x(min(count, len(test)), seed=0).astype(np.float32)
+        ds = load_dataset(DataSpec(**dataset))
     except (UserError, TypeError, OSError) as err:
-        return (
-            None,
-            f"cannot load {dataset['name']} ({str(err).splitlines()[0] if str(err) else err})",
-        )
-    return x, f"{len(x)} inputs from the {dataset['name']} test split"
+        why = (str(err).splitlines() or [type(err).__name__])[0]
+        return None, f"cannot load {dataset['name']} ({why})"
+    parts, taken = [], []
+    for name in ("test", "train", "val"):  # the validated split first; small sets topped up
+        split, left = getattr(ds, name), count - sum(len(p) for p in parts)
+        if left > 0 and len(split):
+            parts.append(split.take_x(min(left, len(split)), seed=0).astype(np.float32))
+            taken.append(f"{len(parts[-1])} {name}")
+    return np.concatenate(parts), f"{sum(map(len, parts))} {ds.name} inputs ({' + '.join(taken)})"
 
 
 def serving_files(

@@ -91,6 +91,17 @@ def reference_stats(x: np.ndarray, probs, names=None, source: str = "") -> dict:
     return out
 
 
+def psi_limit_for(base: float, bins: int, n_ref: int, n_window: int) -> float:
+    """Never below 3 x the mean PSI of sampling noise alone: (bins - 1)(1/n_ref + 1/n_window)."""
+    return round(max(base, 3.0 * (bins - 1) * (1.0 / n_ref + 1.0 / max(1, n_window))), 6)
+
+
+def ks_limit_for(base: float, n_ref: int, n_window: int) -> float:
+    """Never below the two-sample KS critical value at the 1 % level (counted in samples)."""
+    m = max(1, n_window)
+    return round(max(base, 1.628 * float(np.sqrt((n_ref + m) / (n_ref * m)))), 6)
+
+
 def compare(reference: dict, inputs: np.ndarray, probs) -> dict:
     n, limits = len(inputs), reference.get("threshold") or {"psi": 0.2, "ks": 0.1}
     if n < MIN_SAMPLES:
@@ -102,12 +113,16 @@ def compare(reference: dict, inputs: np.ndarray, probs) -> dict:
             "features": [],
             "outputs": None,
         }
+    n_ref = int(reference.get("samples") or 1)
+    ks_floor = ks_limit_for(limits["ks"], n_ref, n)
     columns = inputs.transpose(1, 0, 2).reshape(inputs.shape[1], -1)
     features = [
         {
             "name": ref["name"],
             "psi": round(psi(ref["psi_fractions"], bin_fractions(v, ref["psi_edges"])), 6),
             "ks": round(ks_statistic(v, ref["quantiles"]), 6),
+            "psi_limit": psi_limit_for(limits["psi"], len(ref["psi_fractions"]), n_ref, n),
+            "ks_limit": ks_floor,
             "mean": round(float(v.mean()), 6),
             "reference_mean": ref["mean"],
         }
@@ -116,28 +131,25 @@ def compare(reference: dict, inputs: np.ndarray, probs) -> dict:
     outputs, ref_out = None, reference.get("outputs")
     if ref_out and probs is not None and len(probs):
         k = len(ref_out["class_distribution"])
+        winners = np.bincount(probs.argmax(1), minlength=k)[:k] / n
+        conf = np.histogram(probs.max(1), bins=ref_out["confidence_edges"])[0] / n
+        bins = len(ref_out["confidence_histogram"])
         outputs = {
-            "class_psi": round(
-                psi(
-                    ref_out["class_distribution"], np.bincount(probs.argmax(1), minlength=k)[:k] / n
-                ),
-                6,
-            ),
-            "confidence_psi": round(
-                psi(
-                    ref_out["confidence_histogram"],
-                    np.histogram(probs.max(1), bins=ref_out["confidence_edges"])[0] / n,
-                ),
-                6,
-            ),
+            "class_psi": round(psi(ref_out["class_distribution"], winners), 6),
+            "confidence_psi": round(psi(ref_out["confidence_histogram"], conf), 6),
+            "class_psi_limit": psi_limit_for(limits["psi"], k, n_ref, n),
+            "confidence_psi_limit": psi_limit_for(limits["psi"], bins, n_ref, n),
             "mean_confidence": round(float(probs.max(1).mean()), 6),
         }
     worst = max(f["psi"] for f in features)
     worst_out = max(outputs["class_psi"], outputs["confidence_psi"]) if outputs else 0.0
-    drift = (
-        worst > limits["psi"]
-        or worst_out > limits["psi"]
-        or max(f["ks"] for f in features) > limits["ks"]
+    drift = any(f["psi"] > f["psi_limit"] or f["ks"] > f["ks_limit"] for f in features)
+    drift = drift or (
+        bool(outputs)
+        and (
+            outputs["class_psi"] > outputs["class_psi_limit"]
+            or outputs["confidence_psi"] > outputs["confidence_psi_limit"]
+        )
     )
     return {
         "samples": n,
