@@ -37,6 +37,18 @@ def test_track_spec_errors(tmp_path) -> None:
         tracking_uri("mlflow:/nonexistent-dir/m.db", tmp_path)
 
 
+def test_unreachable_tracking_server_is_one_line_before_any_work(tmp_path) -> None:
+    import socket
+
+    from toolkit.pipeline.tracking import check_track
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match=f"cannot open MLflow store http://127.0.0.1:{port}"):
+        check_track(f"mlflow:http://127.0.0.1:{port}", tmp_path)
+
+
 def test_report_rows_become_metrics() -> None:
     from toolkit.pipeline.tracking import report_metrics
 

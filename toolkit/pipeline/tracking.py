@@ -46,10 +46,22 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
+def check_track(spec: str, runs_dir: Path | str) -> str:
+    """Resolve `--track` and open its store before a stage runs, so a typo or an unreachable
+    server is one line at the start, not after an hour of training. Returns the URI."""
+    uri = tracking_uri(spec, runs_dir)
+    client(uri)
+    return uri
+
+
 def client(uri: str) -> Any:
     import logging
+    import os
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter
+    # mlflow retries an unreachable server for minutes by default; fail within seconds
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     from mlflow.tracking import MlflowClient
 
     try:

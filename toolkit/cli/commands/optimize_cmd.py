@@ -46,6 +46,10 @@ def optimize_command(
     """Prune / cluster / QAT a trained run; writes RUN/optimized/ for export and validate."""
     from toolkit.core.optimize_config import from_flags
 
+    if track is not None:  # a bad --track fails before fine-tuning, not after
+        from toolkit.pipeline.tracking import check_track
+
+        check_track(track, run.parent)
     skips = [s.strip() for s in (skip or "").split(",") if s.strip()]
     config = from_flags(
         prune=prune, structured=structured, schedule=schedule, frequency=frequency, skip=skips,

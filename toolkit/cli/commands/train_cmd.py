@@ -90,9 +90,9 @@ def train_command(
     from toolkit.pipeline.training import run_training
 
     if track is not None:  # a bad --track fails before training, not after
-        from toolkit.pipeline.tracking import tracking_uri
+        from toolkit.pipeline.tracking import check_track
 
-        tracking_uri(track, runs_dir)
+        check_track(track, runs_dir)
     if distribute is not None and distribute not in ("none", "mirrored", "multi-worker"):
         raise UserError(f"--distribute must be mirrored, multi-worker or none; got {distribute!r}")
     if workers is not None:

@@ -54,9 +54,9 @@ def tune_command(
     from toolkit.pipeline.tuning import tune
 
     if track is not None:  # a bad --track fails before the search, not after
-        from toolkit.pipeline.tracking import tracking_uri
+        from toolkit.pipeline.tracking import check_track
 
-        tracking_uri(track, Path(out).parent if out else Path("runs"))
+        check_track(track, Path(out).parent if out else Path("runs"))
     loaded = load_recipe(recipe)
     overrides = {**parse_sets(sets), "search.trial_epochs": epochs}
     if any(v is not None for v in overrides.values()):
