@@ -163,9 +163,9 @@ def export_command(
     # the default store of a run dir is its runs dir's, where `train --track` logged it
     track_root = model.parent if (model / "recipe.yaml").is_file() else runs_dir
     if track is not None:  # a bad --track fails before the export, not after
-        from toolkit.pipeline.tracking import tracking_uri
+        from toolkit.pipeline.tracking import check_track
 
-        tracking_uri(track, track_root)
+        check_track(track, track_root)
     options = {"model": model, "formats": formats, "precisions": precisions, "data": data,
                "max_drop": max_drop, "runtimes": runtimes, "task": task}  # fmt: skip
     with _tracked(track, model, out, track_root, options) as tracked:
