@@ -102,6 +102,8 @@ def test_cli_help_does_not_import_the_server_stack() -> None:
         (["serve", "samples", "--port", "70000"], "--port must be 0..65535"),
         (["serve", "samples", "--host", "my host"], "--host must be an IP address"),
         (["monitor", "nowhere", "--bundle", "samples"], "no manifest.json"),
+        (["serve", "samples", "--api-key-file", "nowhere.txt"], "cannot read the API key file"),
+        (["serve", "samples", "--max-batch", "0"], "--max-batch must be at least 1"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(cli, args: list[str], needle: str) -> None:

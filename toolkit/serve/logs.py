@@ -26,8 +26,12 @@ class RequestLog:
     def __init__(self, directory: Path, sample: float, seed: int | None = None) -> None:
         if not 0.0 < sample <= 1.0:
             raise UserError(f"--sample must be in (0, 1]; got {sample}")
-        directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"requests-{os.getpid()}.jsonl"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.path.open("a").close()
+        except OSError as err:
+            raise UserError(f"cannot write request logs to {directory}: {err}") from None
         self.sample = sample
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
