@@ -25,6 +25,8 @@ from toolkit.convert.calibration import (
 from toolkit.core.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8", "dynamic")
+GRANULARITIES = ("per-channel", "per-tensor")
+RANGES = ("minmax", "percentile", "entropy")  # onnxruntime's calibrators
 BATCH_DIM = "N"
 _CALIBRATION_BATCH = 16
 log = logging.getLogger(__name__)
@@ -119,8 +121,19 @@ def _quantize_static(
     input_name: str,
     nodes_to_exclude: Sequence[str] | None,
     reduce_range: bool,
+    per_channel: bool = True,
+    ranges: str = "minmax",
 ) -> None:
-    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[ranges]  # fmt: skip
 
     source = fp32_path
     prepped = temp_path_beside(out_path, ".prep.onnx")
@@ -135,7 +148,8 @@ def _quantize_static(
             str(out_path),
             _calibration_reader(input_name, calibration),
             quant_format=QuantFormat.QDQ,
-            per_channel=True,
+            per_channel=per_channel,
+            calibrate_method=method,
             reduce_range=reduce_range,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
@@ -169,6 +183,8 @@ def export_onnx(
     nodes_to_exclude: Sequence[str] | None = None,
     input_signature: Sequence[Any] | None = None,
     reduce_range: bool = True,
+    granularity: str = "per-channel",
+    ranges: str = "minmax",
 ) -> Path:
     """Convert a Keras model to an `.onnx` file at `precision`; return the written path.
 
@@ -184,6 +200,10 @@ def export_onnx(
             x86 CPUs without VNNI (AVX2, AVX-512F) saturate int16 sums with full 8-bit
             weights: a Dense model on 0..255 inputs was off by 38 (int8) / 27 (dynamic) here,
             2.7 / 2.0 with reduce_range. Turn off only for Arm or VNNI targets.
+        granularity: "per-channel" (default) or "per-tensor" weight scales for "int8"
+            ("dynamic" keeps ORT's per-tensor default either way).
+        ranges: "int8" activation ranges by ORT's calibrators: "minmax" (default),
+            "percentile" (99.999) or "entropy".
     """
     import onnx
 
@@ -197,6 +217,12 @@ def export_onnx(
         raise UserError(f"onnx has no {precision!r} precision; choose one of {PRECISIONS}")
     if not isinstance(opset, int) or not 9 <= opset <= 21:
         raise UserError(f"opset must be an integer between 9 and 21; got {opset!r}")
+    if granularity not in GRANULARITIES:
+        raise UserError(f"granularity must be one of {GRANULARITIES}; got {granularity!r}")
+    if ranges not in RANGES:
+        raise UserError(f"onnx int8 ranges: one of {RANGES}; got {ranges!r}")
+    if ranges != "minmax" and precision != "int8":
+        raise UserError(f"ranges={ranges!r} applies to onnx int8; got precision {precision!r}")
     if nodes_to_exclude and precision not in ("int8", "dynamic"):
         raise UserError(f"nodes_to_exclude applies to int8 and dynamic; got {precision!r}")
     if precision == "int8":
@@ -227,8 +253,9 @@ def export_onnx(
             if precision == "int8":
                 input_name = proto.graph.input[0].name
                 _quantize_static(
-                    fp32_tmp, out_tmp, calibration, input_name, nodes_to_exclude, reduce_range
-                )
+                    fp32_tmp, out_tmp, calibration, input_name, nodes_to_exclude, reduce_range,
+                    per_channel=granularity == "per-channel", ranges=ranges,
+                )  # fmt: skip
             else:
                 _quantize_dynamic(fp32_tmp, out_tmp, nodes_to_exclude, reduce_range)
         except UserError:

@@ -10,6 +10,7 @@ input spec travels with the artifacts.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,37 @@ def check_calibration(formats: list[Format], calibration: np.ndarray | None) -> 
     return []
 
 
+def quantization_options(
+    formats: list[Format], granularity: str | None, ranges: str | None
+) -> dict[str, dict[str, Any]]:
+    """Per-artifact exporter options for `--granularity` and `--ranges`.
+
+    Granularity goes to every quantized precision; ranges to the calibrated int8 artifacts
+    (TFLite int8 / int8-float-io / uint8: minmax, percentile, mse; ONNX int8: ORT's minmax,
+    percentile, entropy). A range method no chosen artifact supports is a UserError."""
+    from toolkit.core.errors import UserError
+
+    if granularity not in (None, "per-channel", "per-tensor"):
+        raise UserError(f"--granularity must be per-channel or per-tensor; got {granularity!r}")
+    options: dict[str, dict[str, Any]] = {}
+    supported = {"tflite": ("minmax", "percentile", "mse"),
+                 "onnx": ("minmax", "percentile", "entropy")}  # fmt: skip
+    for fmt in formats:
+        opts: dict[str, Any] = {}
+        if granularity and fmt.precision not in ("fp32", "fp16") and fmt.format != "keras":
+            opts["granularity"] = granularity
+        if ranges and fmt.needs_calibration and fmt.precision != "int16x8":
+            if ranges not in supported[fmt.format]:
+                raise UserError(
+                    f"--ranges {ranges} is not available for {fmt.name}; {fmt.format} takes "
+                    f"{', '.join(supported[fmt.format])} (pick the formats with --formats)"
+                )
+            opts["ranges"] = ranges
+        if opts:
+            options[fmt.name] = opts
+    return options
+
+
 def write_artifacts(
     model: Any,
     formats: list[Format],
@@ -76,8 +108,10 @@ def write_artifacts(
     opset: int = 17,
     optional: Collection[str] = (),
     skipped: list[dict[str, str]] | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> list[Path]:
     """Convert `model` once per format into `out_dir` (which must exist); returns the paths.
+    `seconds` gets each artifact's conversion wall time.
 
     `options` maps an artifact name to extra exporter options (e.g. the budget ladder's
     `denylisted_nodes` for tflite-int8). An artifact in `optional` whose conversion cannot
@@ -93,6 +127,7 @@ def write_artifacts(
             opts = dict(options.get(fmt.name, {}))
             if fmt.format == "onnx":
                 opts.setdefault("opset", opset)
+            start = time.perf_counter()
             try:
                 written.append(convert(model, fmt, out_dir, calibration=calibration, **opts))
             except ConversionFailed as exc:
@@ -101,6 +136,8 @@ def write_artifacts(
                 row = skip_row(fmt.name, exc.reason)
                 if skipped is not None:
                     skipped.append(row)
+            if seconds is not None:
+                seconds[fmt.name] = round(time.perf_counter() - start, 2)
             bar.advance(task)
     return written
 
@@ -119,6 +156,7 @@ def export(
     finish: Callable[[Path, list[Path]], None] | None = None,
     optional: Collection[str] = (),
     skipped: list[dict[str, str]] | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> ExportResult:
     """Write every requested artifact into `export_dir` atomically (as one directory).
 
@@ -139,7 +177,7 @@ def export(
     with atomic_dir(export_dir, force=force) as work:
         paths = write_artifacts(
             model, formats, work, calibration=calibration, options=options, opset=opset,
-            optional=optional, skipped=skipped,
+            optional=optional, skipped=skipped, seconds=seconds,
         )  # fmt: skip
         for extra in extra_files or []:
             paths.append(Path(shutil.copy2(extra, work / Path(extra).name)))

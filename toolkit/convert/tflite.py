@@ -33,6 +33,7 @@ PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int8-float-io", "uint8", "int1
 FULL_INTEGER = ("int8", "int8-float-io", "uint8", "int16x8")
 # Precisions where some layers can be kept float through the quantization debugger.
 SELECTIVE = ("int8", "int8-float-io", "uint8")
+GRANULARITIES = ("per-channel", "per-tensor")
 
 
 @contextlib.contextmanager
@@ -64,6 +65,7 @@ def make_converter(
     *,
     calibration: np.ndarray | None = None,
     input_signature: Sequence[Any] | None = None,
+    granularity: str = "per-channel",
 ) -> Any:
     """A configured `tf.lite.TFLiteConverter` for `precision` (not yet converted).
 
@@ -85,6 +87,9 @@ def make_converter(
     if precision == "fp32":
         return converter
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    # Per-tensor weights (what many NPUs, DSPs and older accelerators take): only reachable
+    # through this private flag in TF 2.21.
+    converter._experimental_disable_per_channel = granularity == "per-tensor"
     if precision == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     elif precision in FULL_INTEGER:
@@ -213,6 +218,8 @@ def export_tflite(
     input_signature: Sequence[Any] | None = None,
     denylisted_nodes: Sequence[str] | None = None,
     denylisted_ops: Sequence[str] | None = None,
+    granularity: str = "per-channel",
+    ranges: str = "minmax",
 ) -> Path:
     """Convert a Keras model to a `.tflite` file at `precision`; return the written path.
 
@@ -225,6 +232,10 @@ def export_tflite(
         input_signature: tf.TensorSpec list; default is the model's input with batch 1.
         denylisted_nodes / denylisted_ops: keep these tensors / op types (e.g.
             "FULLY_CONNECTED") float in an int8 model (see `layer_sensitivity`).
+        granularity: "per-channel" (default) or "per-tensor" weight scales for the quantized
+            precisions (float ones ignore it).
+        ranges: activation ranges for int8 / int8-float-io / uint8: "minmax" (the
+            converter's), "percentile" or "mse" (see `tflite_ranges`).
     """
     model = check_model(model)
     filepath = Path(filepath)
@@ -234,12 +245,25 @@ def export_tflite(
         raise UserError(f"output directory does not exist: {filepath.parent}")
     if precision not in PRECISIONS:
         raise UserError(f"tflite has no {precision!r} precision; choose one of {PRECISIONS}")
+    if granularity not in GRANULARITIES:
+        raise UserError(f"granularity must be one of {GRANULARITIES}; got {granularity!r}")
+    from toolkit.convert.tflite_ranges import METHODS
+
+    if ranges not in METHODS:
+        raise UserError(f"ranges must be one of {METHODS}; got {ranges!r}")
+    if ranges != "minmax" and precision not in tflite_calibrated.SHARED:
+        raise UserError(
+            f"ranges={ranges!r} applies to tflite {', '.join(tflite_calibrated.SHARED)}; "
+            f"got precision {precision!r}"
+        )
     selective = bool(denylisted_nodes or denylisted_ops)
     if selective and precision not in SELECTIVE:
         raise UserError(
             f"denylisted_nodes/denylisted_ops apply to {', '.join(SELECTIVE)}; "
             f"got precision {precision!r}"
         )
+    if selective and (granularity, ranges) != ("per-channel", "minmax"):
+        raise UserError("denylisted layers take the default granularity and ranges only")
     if selective:
         content = _selective_quantize(
             model, precision, calibration, input_signature, denylisted_nodes, denylisted_ops
@@ -257,11 +281,14 @@ def export_tflite(
                     lambda: make_converter(model, "int8-float-io", calibration=calibration,
                                            input_signature=input_signature),
                     _quiet_converter,
+                    per_tensor=granularity == "per-tensor", ranges=ranges,
+                    calibration=calibration,
                 )  # fmt: skip
             else:
                 converter = make_converter(
-                    model, precision, calibration=calibration, input_signature=input_signature
-                )
+                    model, precision, calibration=calibration, input_signature=input_signature,
+                    granularity=granularity,
+                )  # fmt: skip
                 with _quiet_converter():
                     content = converter.convert()
         except UserError:

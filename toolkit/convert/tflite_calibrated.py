@@ -20,6 +20,7 @@ import numpy as np
 
 SHARED = ("int8", "int8-float-io", "uint8")
 _LAST: list[tuple[tuple[Any, ...], bytes]] = []  # (key, calibrated float model)
+_TUNED: list[tuple[tuple[Any, ...], bytes]] = []  # (key + ranges method, retuned model)
 
 
 def key(model: Any, calibration: np.ndarray, signature: Sequence[Any] | None) -> tuple:
@@ -52,14 +53,29 @@ def quantize(
     cache_key: tuple,
     float_io_converter: Callable[[], Any],
     quiet: Callable[[], Any],
+    *,
+    per_tensor: bool = False,
+    ranges: str = "minmax",
+    calibration: np.ndarray | None = None,
 ) -> bytes:
-    """The converter's full-integer file for `precision`, from the shared calibration."""
+    """The converter's full-integer file for `precision`, from the shared calibration;
+    `per_tensor` is the converter's private `_experimental_disable_per_channel`, `ranges` a
+    `tflite_ranges` method applied to the calibrated statistics first."""
     import tensorflow as tf
     from tensorflow.lite.python import convert as tf_convert
 
+    from toolkit.convert.tflite_ranges import retune
+
     io_type = {"int8": tf.int8, "uint8": tf.uint8, "int8-float-io": tf.float32}[precision]
     calibrated = calibrated_model(cache_key, float_io_converter, quiet)
+    if ranges != "minmax":
+        tuned_key = (*cache_key, ranges)
+        if _TUNED and _TUNED[0][0] == tuned_key:
+            calibrated = _TUNED[0][1]
+        else:
+            calibrated = retune(calibrated, calibration, ranges)
+            _TUNED[:] = [(tuned_key, calibrated)]
     with quiet():
-        content = tf_convert.mlir_quantize(calibrated, False, input_data_type=io_type,
+        content = tf_convert.mlir_quantize(calibrated, per_tensor, input_data_type=io_type,
                                            output_data_type=io_type)  # fmt: skip
     return bytes(tf_convert.deduplicate_readonly_buffers(content))

@@ -128,6 +128,8 @@ class ArtifactResult:
     # Optimize steps of the model this artifact came from ("prune+cluster"); None: the plain
     # model. Such a row is named "<variant>-<plain artifact>", e.g. "prune-tflite-int8".
     variant: str | None = None
+    # How a quantized artifact's int8 was made: {"granularity", "ranges"}; None: not quantized.
+    ptq: dict[str, str] | None = None
 
     @property
     def base_name(self) -> str:
@@ -150,6 +152,7 @@ class ArtifactResult:
             "significant",
             "samples",
             "bit_exact",
+            "ptq",
         )
         for key in optional:  # absent rather than null: older readers see no change
             if data[key] is None:

@@ -227,9 +227,11 @@ def eval_data(
     labelled = ds.task != "features"  # an npz with `x` alone, or another unlabelled source
     task, labels = task or ds.task, ds.labels
     if parity_model is not None:
+        from toolkit.core.batching import batch_size_for
         from toolkit.core.metrics import predicted_classes
 
-        outputs = predict_batched(lambda b: parity_model.predict(b, verbose=0), x)
+        step = batch_size_for(tuple(x.shape[1:]))
+        outputs = predict_batched(lambda b: parity_model.predict(b, batch_size=step, verbose=0), x)
         regression = outputs.ndim == 1 or (outputs.shape[-1] == 1 and ds.task == "regression")
         task = "regression" if regression else "classification"
         y = outputs.astype(np.float32) if regression else predicted_classes(outputs)

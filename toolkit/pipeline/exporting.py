@@ -45,6 +45,8 @@ def run_export(
     allow_crash: bool = False,
     full_reference: bool = False,
     jobs: int | None = None,
+    granularity: str | None = None,
+    ranges: str | None = None,
 ) -> Any:
     """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
 
@@ -90,6 +92,11 @@ def run_export(
         )
     limits = Budget(max_drop, min_sqnr)
     chosen_formats = select(formats, None if auto else precisions)
+    if auto and (granularity or ranges):
+        raise UserError("--granularity and --ranges apply to named precisions, not auto")
+    from toolkit.convert.stage import quantization_options
+
+    quant_opts = quantization_options(chosen_formats, granularity, ranges)
     ds = dataset_for_model(loaded, data, seed, task=task, target=target)
     needs_calib = auto or any(f.needs_calibration for f in chosen_formats)
     if ds is None and (needs_calib or max_drop is not None or min_sqnr is not None):
@@ -113,6 +120,7 @@ def run_export(
     skipped: list[dict[str, str]] = []  # artifacts that cannot apply: report.json's `skipped`
 
     clock = {"start": time.perf_counter()}
+    seconds: dict[str, float] = {}  # each artifact's conversion time
 
     def validate_staged(staging: Path, staged: list[Path]) -> None:
         """Measure the staged artifacts; the report names their final paths."""
@@ -125,10 +133,13 @@ def run_export(
                           jobs=jobs)  # fmt: skip
         for row in report.artifacts:
             row.path = str(export_dir / Path(row.path).name)
+            row.ptq = _ptq_of(row, quant_opts)
         if budget is not None:
             report.budget = budget
         report.skipped = list(skipped)
         report.timings = {"convert_s": round(convert_s, 2), **report.timings}
+        if seconds:
+            report.timings["convert"] = dict(seconds)
         report.apply_budget_flags(max_drop, min_sqnr)
         save_report(report, staging)
         validated.append(report)
@@ -163,7 +174,7 @@ def run_export(
             result = export(
                 loaded.model, chosen_formats, export_dir, calibration=calibration,
                 input_spec=loaded.input_spec_path, opset=opset, force=force, finish=finish,
-                extra_files=variants, skipped=skipped,
+                extra_files=variants, skipped=skipped, options=quant_opts, seconds=seconds,
                 optional=skippable(chosen_formats, formats, precisions),
             )  # fmt: skip
     if ds is None:
@@ -193,6 +204,17 @@ def crash_gate(report: Any, where: Path, allow_crash: bool) -> None:
             f"{len(crashed)} runtime row(s) crashed: {rows}; the rest is in {where}/report.md "
             "(--allow-crash accepts a runtime you do not ship)"
         )
+
+
+def _ptq_of(row: Any, options: dict[str, dict[str, Any]]) -> dict[str, str] | None:
+    """report.json's `ptq` of a quantized row: granularity and activation-range method."""
+    if row.precision in ("fp32", "fp16") or row.format == "keras" or row.variant:
+        return None
+    opts = options.get(row.name, {})
+    ptq = {"granularity": opts.get("granularity", "per-channel")}
+    if row.precision not in ("dynamic", "int16x8"):
+        ptq["ranges"] = opts.get("ranges", "minmax")
+    return ptq
 
 
 def _reference_samples(full: bool) -> int | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.core.batching import batch_size_for
 from toolkit.core.errors import UserError
 from toolkit.runtimes.base import Runner, TensorSpec
 
@@ -61,7 +62,7 @@ class KerasRunner(Runner):
         self.provider = keras.backend.backend()  # "tensorflow" here; jax/torch also work
         self.inputs = [_spec(t, f"input_{i}") for i, t in enumerate(model.inputs)]
         self.outputs = [_spec(t, f"output_{i}") for i, t in enumerate(model.outputs)]
-        self._chunk = 256
+        self._chunk = batch_size_for(self.inputs[0].shape[1:])
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         # predict_on_batch runs the compiled predict function in inference mode without

@@ -24,8 +24,6 @@ from typing import Any
 
 import numpy as np
 
-BATCH = 256
-BATCH_BYTES = 8 * 2**20  # float32 input bytes per batch: 13 images at 224x224x3
 THREADED = ("litert", "onnxruntime")  # runtimes that take num_threads
 _CONTEXT: Any = None
 
@@ -88,10 +86,10 @@ def stage_inputs(x: Any, directory: Path) -> Path:
 
 
 def batch_size(sample_shape: tuple[int, ...]) -> int:
-    """Samples per accuracy-pass batch: BATCH, or fewer for big inputs, so a batch of
-    224x224 images (and its activations) stays far from the memory budget."""
-    sample_bytes = 4 * max(1, int(np.prod(sample_shape)))
-    return int(max(1, min(BATCH, BATCH_BYTES // sample_bytes)))
+    """Samples per accuracy-pass batch (the runtimes' memory-bounded rule)."""
+    from toolkit.core.batching import batch_size_for
+
+    return batch_size_for(sample_shape)
 
 
 def _child(

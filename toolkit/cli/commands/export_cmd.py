@@ -142,6 +142,18 @@ def export_command(
     allow_crash: bool = _allow_crash_option(),
     full_reference: bool = _full_reference_option(),
     jobs: int | None = _jobs_option(),
+    granularity: str | None = typer.Option(
+        None,
+        "--granularity",
+        help="per-channel (default) or per-tensor weight scales for every quantized artifact "
+        "(per-tensor: what many NPUs, DSPs and older accelerators take).",
+    ),
+    ranges: str | None = typer.Option(
+        None,
+        "--ranges",
+        help="int8 activation ranges: minmax (default), percentile, mse (TFLite) or "
+        "entropy (ONNX).",
+    ),
     list_formats: bool = typer.Option(False, "--list", help="List every artifact and exit."),
     track: str | None = typer.Option(
         None,
@@ -176,7 +188,7 @@ def export_command(
             max_eval_samples=max_eval_samples,
             input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
             task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
-            full_reference=full_reference, jobs=jobs,
+            full_reference=full_reference, jobs=jobs, granularity=granularity, ranges=ranges,
         )  # fmt: skip
     result, report = tracked["result"], tracked["report"]
     if report is not None:

@@ -1,0 +1,137 @@
+"""Post-training quantization options (issue #15): granularity and activation ranges."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _badinput import one_error_line
+
+from toolkit.convert import convert
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,), name="input")
+    hidden = keras.layers.Dense(32, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(hidden))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    return model, x
+
+
+def _weight_scales(path) -> list[int]:
+    """Number of scales of each int8 weight tensor of a .tflite file."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(path.read_bytes()))
+    counts = []
+    for t in model.subgraphs[0].tensors:
+        data = model.buffers[t.buffer].data
+        if t.type == 9 and data is not None and len(data) > 0 and t.quantization is not None:
+            counts.append(len(t.quantization.scale))  # 9: INT8 constants = weights
+    return counts
+
+
+def _activation_scales(path) -> dict[bytes, float]:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(path.read_bytes()))
+    out = {}
+    for t in model.subgraphs[0].tensors:
+        data = model.buffers[t.buffer].data
+        q = t.quantization
+        if (data is None or len(data) == 0) and q is not None and q.scale is not None:
+            out[bytes(t.name)] = float(q.scale[0])
+    return out
+
+
+def test_per_tensor_has_one_scale_per_weight_tensor(mlp, tmp_path) -> None:
+    import onnx
+
+    model, x = mlp
+    channel = convert(model, "tflite-int8", tmp_path / "c", calibration=x[:128])
+    tensor = convert(model, "tflite-int8", tmp_path / "t", calibration=x[:128],
+                     granularity="per-tensor")  # fmt: skip
+    assert max(_weight_scales(channel)) > 1 and set(_weight_scales(tensor)) == {1}
+    onnx_t = convert(model, "onnx-int8", tmp_path / "o", calibration=x[:128],
+                     granularity="per-tensor")  # fmt: skip
+    graph = onnx.load(str(onnx_t)).graph
+    inits = {i.name: i for i in graph.initializer}
+    weight_scales = [inits[n.input[1]] for n in graph.node
+                     if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                     and inits[n.input[0]].data_type == onnx.TensorProto.INT8]  # fmt: skip
+    assert weight_scales and all(len(s.dims) == 0 or s.dims == [1] for s in weight_scales)
+
+
+def test_range_methods_clip_a_rare_outlier() -> None:
+    """Mass in [0, 1] and one value at 100: percentile clips to ~1; mse trades rounding noise
+    against clipping error and lands below min-max with a lower expected error."""
+    from toolkit.convert.tflite_ranges import BINS, _clip_error, choose
+
+    lo, hi = 0.0, 100.0
+    hist = np.zeros(BINS)
+    hist[: BINS // 100] = 10_000.0  # [0, 1)
+    hist[-1] = 1.0
+    assert choose(hist, lo, hi, "minmax") == (lo, hi)
+    p_lo, p_hi = choose(hist, lo, hi, "percentile")
+    assert p_lo == 0.0 and 0.9 <= p_hi <= 1.1
+    m_lo, m_hi = choose(hist, lo, hi, "mse")
+    centers = lo + (np.arange(BINS) + 0.5) * (hi - lo) / BINS
+    assert m_lo == 0.0 and m_hi < hi
+    assert _clip_error(hist, centers, m_lo, m_hi) < _clip_error(hist, centers, lo, hi)
+
+
+def test_tighter_ranges_reach_the_file_and_keep_outputs(mlp, tmp_path) -> None:
+    from toolkit.runtimes import open_runner
+
+    model, x = mlp
+    calib = x[:256].copy()
+    calib[0] *= 25.0  # one outlier sample stretches min-max ranges
+    ref = np.asarray(model(x[256:], training=False))
+    files = {r: convert(model, "tflite-int8-float-io", tmp_path / r, calibration=calib, ranges=r)
+             for r in ("minmax", "percentile", "mse")}  # fmt: skip
+    base = _activation_scales(files["minmax"])
+    for method in ("percentile", "mse"):
+        scales = _activation_scales(files[method])
+        assert all(scales[k] <= base[k] * (1 + 1e-6) for k in base if k in scales)
+    percentile = _activation_scales(files["percentile"])  # clips the outlier sample's values
+    assert any(percentile[k] < base[k] * 0.9 for k in base if k in percentile)
+
+    def sqnr(path) -> float:
+        with open_runner(path) as runner:
+            err = runner.predict(x[256:]) - ref
+        return float(10 * np.log10(np.sum(ref**2) / np.sum(err**2)))
+
+    # On inputs like the calibration set minus its outlier, the clipped ranges reproduce the
+    # float model better than ranges stretched by the outlier.
+    assert sqnr(files["percentile"]) > sqnr(files["minmax"])
+
+
+def test_cli_options_land_in_the_report_and_bad_ones_exit_2(cli, mlp, tmp_path) -> None:
+    model, x = mlp
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(len(x)) % 4)
+    base = ["export", str(path), "--data", f"npz:{tmp_path / 'd.npz'}", "--task",
+            "classification", "--latency-runs", "0",
+            "--runtimes", "litert:xnnpack,onnxruntime"]  # fmt: skip
+    proc = cli(*base, "--formats", "tflite,onnx", "--precisions", "fp32,int8",
+               "--granularity", "per-tensor", "--ranges", "percentile", "--out",
+               str(tmp_path / "e"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "e" / "report.json").read_text())["artifacts"]
+    ptq = {r["name"]: r.get("ptq") for r in rows}
+    assert ptq["tflite-int8"] == {"granularity": "per-tensor", "ranges": "percentile"}
+    assert ptq["onnx-int8"] == {"granularity": "per-tensor", "ranges": "percentile"}
+    assert ptq["tflite-fp32"] is None
+    bad = cli(*base, "--formats", "onnx", "--precisions", "int8", "--ranges", "mse",
+              "--out", str(tmp_path / "f"))  # fmt: skip
+    one_error_line(bad, "--ranges mse is not available for onnx-int8")
+    bad = cli(*base, "--granularity", "per-layer", "--out", str(tmp_path / "g"))
+    one_error_line(bad, "--granularity must be per-channel or per-tensor")
+    assert not (tmp_path / "f").exists() and not (tmp_path / "g").exists()
