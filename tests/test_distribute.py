@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,13 @@ import yaml
 from tests.conftest import REPO
 from toolkit.core.errors import UserError
 
+# No dropout: its random masks differ per replica; the rest is the same math on 1 or 2 workers.
 RECIPE = {
     "name": "dist-mlp",
     "dataset": {"name": "digits", "image_size": [8, 8]},
     "preprocess": {"normalize": "standardize"},
     "model": {"builder": "mlp", "args": {"hidden": [64]}},
-    "train": {"epochs": 3, "batch_size": 64, "tensorboard": False,
+    "train": {"epochs": 3, "batch_size": 64, "tensorboard": False, "dropout": 0.0,
               "optimizer": {"name": "adam", "learning_rate": 0.003}},
 }  # fmt: skip
 RUN_FILES = {"model.keras", "metrics.json", "history.csv", "recipe.yaml", "input_spec.json"}
@@ -38,9 +38,12 @@ def _ports(n: int) -> list[int]:
     return ports
 
 
-def _train(*args: str) -> subprocess.Popen:
+def _train(*args: str, tmpdir: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("TF_CONFIG", None)
+    if tmpdir is not None:  # the worker's own temp dir, to see what it leaves there
+        tmpdir.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.Popen([sys.executable, "-m", "toolkit", "train", *args], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
@@ -98,8 +101,9 @@ def test_two_workers_match_one_and_only_the_chief_writes(tmp_path) -> None:
     path.write_text(yaml.safe_dump(RECIPE))
     shared = tmp_path / "shared-runs"  # as if both hosts mounted the same runs dir
     hosts = ",".join(f"127.0.0.1:{p}" for p in _ports(2))
+    temps = [tmp_path / f"tmp{i}" for i in (0, 1)]
     workers = [_train(str(path), "--runs-dir", str(shared), "--workers", hosts,
-                      "--worker-index", str(i)) for i in (0, 1)]  # fmt: skip
+                      "--worker-index", str(i), tmpdir=temps[i]) for i in (0, 1)]  # fmt: skip
     single = _train(str(path), "--runs-dir", str(tmp_path / "single"))
     outs = [w.communicate(timeout=600)[0] for w in workers]
     single_out = single.communicate(timeout=600)[0]
@@ -122,8 +126,8 @@ def test_two_workers_match_one_and_only_the_chief_writes(tmp_path) -> None:
           f"2 workers {multi['test']['accuracy']:.4f}")  # fmt: skip
     assert abs(multi["test"]["accuracy"] - one["test"]["accuracy"]) <= 0.01
     assert multi["test"]["accuracy"] > 0.85
-    leftovers = list(Path(tempfile.gettempdir()).glob("keras-edge-backup-dist-mlp-*"))
-    assert leftovers == []  # the other worker's backup is removed once training finished
+    # the other worker's scratch run dir and its backup are removed once training finished
+    assert list(temps[1].glob("keras-edge-*")) == []
 
 
 @pytest.mark.slow
