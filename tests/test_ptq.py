@@ -135,3 +135,53 @@ def test_cli_options_land_in_the_report_and_bad_ones_exit_2(cli, mlp, tmp_path) 
     bad = cli(*base, "--granularity", "per-layer", "--out", str(tmp_path / "g"))
     one_error_line(bad, "--granularity must be per-channel or per-tensor")
     assert not (tmp_path / "f").exists() and not (tmp_path / "g").exists()
+
+
+def _separable(relu6: bool):
+    """Conv -> BN -> ReLU -> depthwise -> BN -> ReLU -> conv -> GAP -> dense, reparametrized
+    so the depthwise BN's output channels span 1000x and the next conv undoes it (the same
+    float function for ReLU): folded, the depthwise kernel's channel ranges are 1000x apart."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    act = (lambda: keras.layers.ReLU(6.0)) if relu6 else keras.layers.ReLU
+    inputs = keras.Input((12, 12, 3), name="input")
+    h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    h = act()(keras.layers.BatchNormalization()(h))
+    h = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(h)
+    h = act()(keras.layers.BatchNormalization(name="dw_bn")(h))
+    h = keras.layers.Conv2D(16, 1, use_bias=False, name="pw")(h)
+    h = act()(keras.layers.BatchNormalization()(h))
+    model = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(h)))
+    spread = np.geomspace(0.03, 30.0, 8).astype(np.float32)
+    bn = model.get_layer("dw_bn")
+    gamma, beta, mean, var = bn.get_weights()
+    bn.set_weights([gamma * spread, beta * spread, mean, var])
+    pw = model.get_layer("pw")
+    pw.set_weights([pw.get_weights()[0] / spread.reshape(1, 1, -1, 1)])
+    return model
+
+
+def test_equalization_is_exact_for_relu_and_helps_per_tensor_int8(tmp_path) -> None:
+    from toolkit.convert.equalize import equalize
+    from toolkit.runtimes import open_runner
+
+    model = _separable(relu6=False)
+    x = np.random.default_rng(0).uniform(-1, 1, (300, 12, 12, 3)).astype(np.float32)
+    eq = equalize(model)
+    assert ("dw", "pw") in eq.pairs, eq.pairs
+    ref = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(eq.model(x, training=False)), ref, rtol=1e-4,
+                               atol=1e-5 * np.abs(ref).max())  # fmt: skip
+
+    def sqnr(**opts) -> float:
+        out = tmp_path / "_".join(f"{k}{v}" for k, v in opts.items())
+        path = convert(model, "tflite-int8-float-io", out, calibration=x[:200], **opts)
+        with open_runner(path) as runner:
+            err = runner.predict(x[200:]) - ref[200:]
+        return float(10 * np.log10(np.sum(ref[200:] ** 2) / np.sum(err**2)))
+
+    plain, equalized = sqnr(granularity="per-tensor"), sqnr(granularity="per-tensor",
+                                                           equalize=True)  # fmt: skip
+    assert equalized > plain + 3.0, (plain, equalized)
+    assert equalize(_separable(relu6=True)).relu6_replaced == 3

@@ -185,6 +185,7 @@ def export_onnx(
     reduce_range: bool = True,
     granularity: str = "per-channel",
     ranges: str = "minmax",
+    equalize: bool = False,
 ) -> Path:
     """Convert a Keras model to an `.onnx` file at `precision`; return the written path.
 
@@ -204,10 +205,16 @@ def export_onnx(
             ("dynamic" keeps ORT's per-tensor default either way).
         ranges: "int8" activation ranges by ORT's calibrators: "minmax" (default),
             "percentile" (99.999) or "entropy".
+           equalize: cross-layer equalization of the Keras weights first (ReLU6 becomes
+            ReLU; see `equalize`); for depthwise-separable nets, per tensor above all.
     """
     import onnx
 
     model = check_model(model)
+    if equalize:
+        from toolkit.convert.equalize import equalized
+
+        model = equalized(model)
     filepath = Path(filepath)
     if filepath.suffix != ".onnx":
         raise UserError(f"expected a filepath ending in .onnx; got {str(filepath)!r}")

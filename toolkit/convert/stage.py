@@ -68,7 +68,7 @@ def check_calibration(formats: list[Format], calibration: np.ndarray | None) -> 
 
 
 def quantization_options(
-    formats: list[Format], granularity: str | None, ranges: str | None
+    formats: list[Format], granularity: str | None, ranges: str | None, equalize: bool = False
 ) -> dict[str, dict[str, Any]]:
     """Per-artifact exporter options for `--granularity` and `--ranges`.
 
@@ -93,6 +93,8 @@ def quantization_options(
                     f"{', '.join(supported[fmt.format])} (pick the formats with --formats)"
                 )
             opts["ranges"] = ranges
+        if equalize and fmt.format != "keras" and fmt.precision not in ("fp32", "fp16"):
+            opts["equalize"] = True  # float files stay the original model, for comparison
         if opts:
             options[fmt.name] = opts
     return options

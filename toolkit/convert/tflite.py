@@ -220,6 +220,7 @@ def export_tflite(
     denylisted_ops: Sequence[str] | None = None,
     granularity: str = "per-channel",
     ranges: str = "minmax",
+    equalize: bool = False,
 ) -> Path:
     """Convert a Keras model to a `.tflite` file at `precision`; return the written path.
 
@@ -236,8 +237,14 @@ def export_tflite(
             precisions (float ones ignore it).
         ranges: activation ranges for int8 / int8-float-io / uint8: "minmax" (the
             converter's), "percentile" or "mse" (see `tflite_ranges`).
+           equalize: cross-layer equalization of the Keras weights first (ReLU6 becomes
+            ReLU; see `equalize`); for depthwise-separable nets, per tensor above all.
     """
     model = check_model(model)
+    if equalize:
+        from toolkit.convert.equalize import equalized
+
+        model = equalized(model)
     filepath = Path(filepath)
     if filepath.suffix != ".tflite":
         raise UserError(f"expected a filepath ending in .tflite; got {str(filepath)!r}")

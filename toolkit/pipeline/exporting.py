@@ -47,6 +47,7 @@ def run_export(
     jobs: int | None = None,
     granularity: str | None = None,
     ranges: str | None = None,
+    equalize: bool = False,
 ) -> Any:
     """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
 
@@ -92,11 +93,11 @@ def run_export(
         )
     limits = Budget(max_drop, min_sqnr)
     chosen_formats = select(formats, None if auto else precisions)
-    if auto and (granularity or ranges):
-        raise UserError("--granularity and --ranges apply to named precisions, not auto")
+    if auto and (granularity or ranges or equalize):
+        raise UserError("--granularity, --ranges and --equalize apply to named precisions")
     from toolkit.convert.stage import quantization_options
 
-    quant_opts = quantization_options(chosen_formats, granularity, ranges)
+    quant_opts = quantization_options(chosen_formats, granularity, ranges, equalize)
     ds = dataset_for_model(loaded, data, seed, task=task, target=target)
     needs_calib = auto or any(f.needs_calibration for f in chosen_formats)
     if ds is None and (needs_calib or max_drop is not None or min_sqnr is not None):
@@ -214,6 +215,8 @@ def _ptq_of(row: Any, options: dict[str, dict[str, Any]]) -> dict[str, str] | No
     ptq = {"granularity": opts.get("granularity", "per-channel")}
     if row.precision not in ("dynamic", "int16x8"):
         ptq["ranges"] = opts.get("ranges", "minmax")
+    if opts.get("equalize"):
+        ptq["equalize"] = "cross-layer"
     return ptq
 
 

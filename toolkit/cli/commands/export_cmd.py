@@ -154,6 +154,12 @@ def export_command(
         help="int8 activation ranges: minmax (default), percentile, mse (TFLite) or "
         "entropy (ONNX).",
     ),
+    equalize: bool = typer.Option(
+        False,
+        "--equalize",
+        help="Cross-layer equalization of the Keras weights before quantizing (ReLU6 becomes "
+        "ReLU): for depthwise-separable nets, per-tensor above all.",
+    ),
     list_formats: bool = typer.Option(False, "--list", help="List every artifact and exit."),
     track: str | None = typer.Option(
         None,
@@ -189,6 +195,7 @@ def export_command(
             input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
             task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
             full_reference=full_reference, jobs=jobs, granularity=granularity, ranges=ranges,
+            equalize=equalize,
         )  # fmt: skip
     result, report = tracked["result"], tracked["report"]
     if report is not None:

@@ -1,0 +1,221 @@
+"""Cross-layer equalization (Nagel et al., 2019) on the Keras weights, before conversion.
+
+Depthwise-separable nets quantize badly per tensor: one output channel of a depthwise conv
+with a 100x wider weight range than its neighbours sets the tensor's single scale, and the
+narrow channels round to a few levels. For two layers in a row, A (conv / depthwise / dense)
+-> [BatchNorm] -> [ReLU] -> [ZeroPadding] -> B, scaling A's output channel i by 1/s_i and B's
+input channel i by s_i computes the same function (ReLU is positively homogeneous, zero
+padding too), and s_i = sqrt(r1_i / r2_i) gives both the same range sqrt(r1_i r2_i).
+
+ReLU6 is not homogeneous (the clip at 6 moves), so, as AIMET does, equalization replaces
+ReLU6 by ReLU first: the float model changes slightly, and validation keeps measuring every
+artifact against the original model. `equalize` returns the new model and what it did; the
+converter then reproduces the equalized weights exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense")
+# Layers with f(s x) = s f(x) channel by channel for s > 0 (ReLU and Activation are checked
+# for their settings): equalization may look through them.
+HOMOGENEOUS = ("ZeroPadding2D", "GlobalAveragePooling2D", "AveragePooling2D", "MaxPooling2D",
+               "Dropout")  # fmt: skip
+ITERATIONS = 2  # the paper iterates until ranges settle; two passes get most of it
+
+
+@dataclass
+class Equalized:
+    model: Any
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (A, B) layer names
+    relu6_replaced: int = 0
+
+
+def _class(layer_cfg: dict[str, Any]) -> str:
+    return str(layer_cfg.get("class_name", ""))
+
+
+def _inbound(layer_cfg: dict[str, Any]) -> list[str]:
+    """Names of the layers feeding a layer in a Functional config (Keras 3 format)."""
+    names: list[str] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, dict):
+            history = obj.get("config", {}).get("keras_history") if "config" in obj else None
+            if obj.get("class_name") == "__keras_tensor__" and history:
+                names.append(str(history[0]))
+                return
+            for value in obj.values():
+                walk(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                walk(value)
+
+    walk(layer_cfg.get("inbound_nodes", []))
+    return names
+
+
+def _is_relu6(cfg: dict[str, Any]) -> bool:
+    c = cfg.get("config", {})
+    if _class(cfg) == "ReLU":
+        return c.get("max_value") is not None
+    return _class(cfg) == "Activation" and c.get("activation") == "relu6"
+
+
+def _homogeneous(cfg: dict[str, Any]) -> bool:
+    """A pass-through layer with f(s x) = s f(x) for s > 0 (after ReLU6 -> ReLU)."""
+    c = cfg.get("config", {})
+    if _class(cfg) == "ReLU":
+        return not c.get("negative_slope") and not c.get("threshold")
+    if _class(cfg) == "Activation":
+        return c.get("activation") in ("relu", "linear")
+    return _class(cfg) in HOMOGENEOUS
+
+
+def _chains(config: dict[str, Any]) -> list[tuple[str, str | None, str]]:
+    """(A, its BatchNorm or None, B) for every equalizable pair."""
+    layers = {cfg["name"]: cfg for cfg in config["layers"]}
+    if not any(cfg.get("inbound_nodes") for cfg in config["layers"]):  # Sequential: in order
+        order = [cfg["name"] for cfg in config["layers"]]
+        inbound = {n: [order[i - 1]] if i else [] for i, n in enumerate(order)}
+    else:
+        inbound = {name: _inbound(cfg) for name, cfg in layers.items()}
+    consumers: dict[str, list[str]] = {name: [] for name in layers}
+    for name in layers:
+        for src in inbound[name]:
+            consumers.setdefault(src, []).append(name)
+    outputs = {str(o[0]) for o in _flat_outputs(config.get("output_layers", []))}
+    if not outputs and config["layers"]:
+        outputs = {config["layers"][-1]["name"]}
+    chains = []
+    for b_name, b_cfg in layers.items():
+        if _class(b_cfg) not in WEIGHTED:
+            continue
+        node, bn = inbound[b_name], None
+        while len(node) == 1 and _homogeneous(layers[node[0]]):
+            node = inbound[node[0]] if len(consumers[node[0]]) == 1 else []
+        if len(node) == 1 and _class(layers[node[0]]) == "BatchNormalization":
+            bn_cfg = layers[node[0]]["config"]
+            if not (bn_cfg.get("scale", True) and bn_cfg.get("center", True)):
+                continue  # without gamma and beta the BN output cannot be rescaled
+            bn = node[0]
+            node = inbound[bn] if len(consumers[bn]) == 1 else []
+        if len(node) != 1 or _class(layers[node[0]]) not in WEIGHTED:
+            continue
+        a_name = node[0]
+        if len(consumers[a_name]) != 1 or a_name in outputs or (bn and bn in outputs):
+            continue
+        chains.append((a_name, bn, b_name))
+    return chains
+
+
+def _flat_outputs(spec: Any) -> list[Any]:
+    if isinstance(spec, (list, tuple)) and spec and isinstance(spec[0], str):
+        return [spec]
+    out: list[Any] = []
+    for item in spec if isinstance(spec, (list, tuple)) else []:
+        out += _flat_outputs(item)
+    return out
+
+
+def _out_axis_ranges(layer: Any) -> np.ndarray:
+    """Per output channel max |w| of A (kernel's last axis; depthwise: its channel axis)."""
+    kernel = np.asarray(layer.get_weights()[0])
+    if type(layer).__name__ == "DepthwiseConv2D":
+        kernel = kernel.reshape(*kernel.shape[:2], -1)  # (h, w, channels * multiplier)
+    return np.max(np.abs(kernel.reshape(-1, kernel.shape[-1])), axis=0)
+
+
+def _in_axis_ranges(layer: Any) -> np.ndarray:
+    """Per input channel max |w| of B."""
+    kernel = np.asarray(layer.get_weights()[0])
+    if type(layer).__name__ == "DepthwiseConv2D":
+        return np.max(np.abs(kernel), axis=(0, 1, 3))
+    return np.max(np.abs(np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1)), axis=1)
+
+
+def _scale_pair(a: Any, bn: Any, b: Any) -> bool:
+    """Equalize one pair in place; False when its shapes do not line up (e.g. a depthwise
+    multiplier > 1 or a Dense fed by a flattened conv)."""
+    r1 = _out_axis_ranges(a)
+    if bn is not None:
+        gamma, _, var = bn.gamma.numpy(), bn.beta.numpy(), bn.moving_variance.numpy()
+        r1 = r1 * np.abs(gamma) / np.sqrt(var + bn.epsilon)
+    r2 = _in_axis_ranges(b)
+    if r1.shape != r2.shape or (type(b).__name__ == "DepthwiseConv2D"
+                                and b.get_weights()[0].shape[-1] != 1):  # fmt: skip
+        return False
+    ok = (r1 > 0) & (r2 > 0)
+    s = np.ones_like(r1)
+    s[ok] = np.sqrt(r1[ok] / r2[ok])
+    if bn is not None:  # BN output channel i scaled by 1/s_i: gamma and beta both
+        weights = bn.get_weights()
+        names = [w.path.split("/")[-1] for w in bn.weights]
+        for i, n in enumerate(names):
+            if n in ("gamma", "beta"):
+                weights[i] = weights[i] / s
+        bn.set_weights(weights)
+    else:
+        weights = a.get_weights()
+        kernel = weights[0]
+        if type(a).__name__ == "DepthwiseConv2D":
+            weights[0] = kernel / s.reshape(kernel.shape[-2], kernel.shape[-1])
+        else:
+            weights[0] = kernel / s
+        if len(weights) > 1:
+            weights[1] = weights[1] / s
+        a.set_weights(weights)
+    weights = b.get_weights()
+    kernel = weights[0]
+    if type(b).__name__ == "DepthwiseConv2D":
+        weights[0] = kernel * s.reshape(1, 1, -1, 1)
+    else:
+        shape = [1] * kernel.ndim
+        shape[-2] = -1
+        weights[0] = kernel * s.reshape(shape)
+    b.set_weights(weights)
+    return True
+
+
+def equalize(model: Any) -> Equalized:
+    """A copy of `model` with every equalizable pair equalized (ReLU6 -> ReLU first)."""
+    config = model.get_config()
+    if "layers" not in config:
+        raise ValueError("cross-layer equalization needs a Functional or Sequential model")
+    replaced = 0
+    for cfg in config["layers"]:
+        if _is_relu6(cfg):
+            if _class(cfg) == "ReLU":
+                cfg["config"]["max_value"] = None
+            else:
+                cfg["config"]["activation"] = "relu"
+            replaced += 1
+    clone = model.__class__.from_config(config)
+    clone.set_weights(model.get_weights())
+    result = Equalized(clone, relu6_replaced=replaced)
+    chains = _chains(clone.get_config())
+    for _ in range(ITERATIONS):
+        for a, bn, b in chains:
+            layer_bn = clone.get_layer(bn) if bn else None
+            done = _scale_pair(clone.get_layer(a), layer_bn, clone.get_layer(b))
+            if done and (a, b) not in result.pairs:
+                result.pairs.append((a, b))
+    return result
+
+
+_LAST: list[tuple[tuple[Any, ...], Equalized]] = []
+
+
+def equalized(model: Any) -> Any:
+    """`equalize(model).model`, computed once per model state (every precision of an export
+    converts the same equalized copy, so the calibration caches see one model)."""
+    from toolkit.core.model_stats import weights_digest
+
+    key = (id(model), str(model.name), weights_digest(model))
+    if not (_LAST and _LAST[0][0] == key):
+        _LAST[:] = [(key, equalize(model))]
+    return _LAST[0][1].model
