@@ -44,6 +44,13 @@ import ptq_models
 
 TITLE = "## Post-training quantization on hard models"
 PLAIN_ORT = "ORT quantize_static MinMax"
+DESCRIBED = {
+    "mobilenet_v2_035": "MobileNetV2 alpha 0.35 (our recipe, 10 epochs, CIFAR-10 32x32)",
+    "mobilenet_v3_small": "MobileNetV3-Small, hard-swish + squeeze-excite (our recipe, 10 epochs, "
+    "CIFAR-10 32x32)",
+    "vww_transfer": "vww_96.h5's MobileNetV1-0.25 backbone fine-tuned on CIFAR-10 "
+    "(models/cifar10-vww-transfer.yaml: 3,000 images, 32x32 resized to 96x96 in the model)",
+}
 # Exporter options that are not PTQ methods (present before issue #15).
 NOT_PTQ = {
     "tflite": {"calibration", "input_signature", "denylisted_nodes", "denylisted_ops"},
@@ -82,7 +89,9 @@ def prepare(work: Path, key: str, calib_n: int, limit: int | None) -> dict:
         adapt = range_adapter(ds, None)
         test = eval_data(ds, "test", limit=limit, adapt=adapt)
         metrics = json.loads((run / "metrics.json").read_text())
-        what, metric = f"{key} (ours, {metrics.get('epochs_run', '?')} epochs)", "accuracy"
+        epochs = metrics.get("epochs_run", "?")
+        what = DESCRIBED.get(key, f"{key} (our recipe, {epochs} epochs, CIFAR-10 32x32)")
+        metric = "accuracy"
         float_metric = metrics["test"]["accuracy"]
     calib = calibration_data(ds, calib_n, 0, adapt).astype(np.float32)
     x = np.asarray(test.all_inputs(), np.float32)
@@ -335,8 +344,9 @@ def section(data: dict) -> list[str]:
         f"after: `{data['load_after']}` (2 cores shared with other work).",
         "",
         f"Calibration: the same {data['calib']} training-split samples (seed 0) for every "
-        f"method; scores on {data['test']} test-split samples. Metric: top-1 accuracy vs the "
-        "labels, or for vww_96 top-1 agreement with the float Keras model (parity labels). "
+        "method; scores on the test split (every sample unless `--limit`). Metric: top-1 "
+        "accuracy vs the labels, or for vww_96 top-1 agreement with the float Keras model "
+        "(parity labels). "
         "`drop` = float Keras minus the row, in pp, with the paired-bootstrap 95 % interval "
         "(toolkit.validate.stats); SQNR of the output probabilities vs float Keras. TFLite "
         "files run in ai_edge_litert (XNNPACK), ONNX in onnxruntime CPU, through "
@@ -354,10 +364,10 @@ def section(data: dict) -> list[str]:
         s = model["splits"]
         recorded = model["recorded"]
         lines += [
-            f"### {model['what']}",
+            f"### {DESCRIBED.get(model['key'], model['what'])}",
             "",
             f"{model['params']:,} parameters; split {s['train']} train / {s['val']} val / "
-            f"{s['test']} test"
+            f"{s['test']} test ({model.get('scored', s['test'])} scored)"
             + (f"; test accuracy in its metrics.json {recorded:.3f}" if recorded else "")
             + ".",
             "",
@@ -453,6 +463,9 @@ def main() -> int:
     parser.add_argument(
         "--section-only", action="store_true", help="rewrite the section from WORK/ptq.json"
     )
+    parser.add_argument(
+        "--merge", action="store_true", help="keep WORK/ptq.json's other models in the section"
+    )
     args = parser.parse_args()
     if args.section_only:
         return write_section(json.loads((args.work / "ptq.json").read_text()), args)
@@ -474,17 +487,26 @@ def main() -> int:
                             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                             "versions": versions(), "load_before": before}  # fmt: skip
-    for key in args.models.split(","):
+    keys = args.models.split(",")
+    previous = None
+    if args.merge and (work / "ptq.json").is_file():
+        previous = json.loads((work / "ptq.json").read_text())
+        data["models"] = [e for e in previous["models"] if e["key"] not in keys]
+        data["command"] = f"{previous['command']}`, then `{data['command']}"
+        data["load_before"] = previous["load_before"]
+    for key in keys:
         m = prepare(work, key, args.calib, args.limit)
-        data["test"] = len(m["y"])
         entry = {k: m[k] for k in ("key", "what", "metric", "splits", "recorded", "params")}
-        entry["cases"] = {}
+        entry["cases"], entry["scored"] = {}, len(m["y"])
         for gran in args.granularities.split(","):
             entry["cases"][gran] = run_case(m, gran == "per-tensor", work, log)
             if entry not in data["models"]:
                 data["models"].append(entry)
             (work / "ptq.json").write_text(json.dumps(data, indent=1, default=str))
     data["load_after"], data["wall_min"] = uptime(), (time.perf_counter() - start) / 60
+    if previous is not None:
+        data["wall_min"] += previous["wall_min"]
+        data["date"] = f"{previous['date']} .. {data['date']}"
     (work / "ptq.json").write_text(json.dumps(data, indent=1, default=str))
     return write_section(data, args)
 

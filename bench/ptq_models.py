@@ -34,6 +34,19 @@ TRAINED = {
         "ptq-mobilenet_v3_small", "mobilenet_v3_small", {"alpha": 1.0, "minimalistic": False}, 10
     ),
 }
+# A pretrained depthwise-separable net: vww_96.h5's MobileNetV1-0.25 backbone with a 10-class
+# head, fine-tuned on CIFAR-10 by the built-in recipe (3,000 images; see bench/RESULTS.md).
+TRANSFER_RECIPE = "models/cifar10-vww-transfer.yaml"
+
+
+def _spec(key: str) -> dict:
+    if key == "vww_transfer":
+        import yaml
+
+        spec = yaml.safe_load((Path(__file__).resolve().parents[1] / TRANSFER_RECIPE).read_text())
+        spec["name"] = "ptq-vww_transfer"
+        return spec
+    return json.loads(json.dumps(TRAINED[key]))
 
 
 def trained_run(work: Path, key: str, epochs: int | None = None) -> Path:
@@ -41,7 +54,7 @@ def trained_run(work: Path, key: str, epochs: int | None = None) -> Path:
     from toolkit.core.recipe import parse_recipe
     from toolkit.pipeline.training import run_training
 
-    spec = json.loads(json.dumps(TRAINED[key]))
+    spec = _spec(key)
     if epochs:
         spec["train"]["epochs"] = epochs
     run = work / "runs" / spec["name"]
@@ -55,5 +68,5 @@ def trained_run(work: Path, key: str, epochs: int | None = None) -> Path:
 
 if __name__ == "__main__":
     work = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/.work/ptq")
-    for key in sys.argv[2:] or list(TRAINED):
+    for key in sys.argv[2:] or [*TRAINED, "vww_transfer"]:
         print(key, trained_run(work, key), flush=True)
