@@ -68,11 +68,18 @@ def check_fits(needs: Needs, measure: Any, target: Target, precision: str, name:
         )
         if precision == "int16x8":
             fixes.append("export tflite-int8 (int16x8 keeps wider biases and activations)")
-        fixes.append(
-            f"a model with at most {max(room, 0) / KB:,.0f} KB of weights: width x"
-            f"{_width_factor(room, needs.model_bytes):.2f} (a smaller alpha or fewer filters; "
-            "pruning and clustering do not shrink a TFLM flatbuffer)"
-        )
+        if room < KB:  # nothing useful fits beside TFLM and the reserved flash
+            fixes.append(
+                f"none for the model: TFLM (~{needs.code_bytes / KB:,.0f} KB) and the reserved "
+                f"{target.flash_reserved_kb} KB alone exceed {target.flash_kb:,} KB (a board "
+                "with more flash, or less flash_reserved_kb)"
+            )
+        else:
+            fixes.append(
+                f"a model with at most {room / KB:,.0f} KB of weights: width x"
+                f"{_width_factor(room, needs.model_bytes):.2f} (a smaller alpha or fewer "
+                "filters; pruning and clustering do not shrink a TFLM flatbuffer)"
+            )
     if target.ram_kb is not None and needs.ram > target.ram_kb * KB:
         room = target.ram_kb * KB - target.ram_reserved_kb * KB
         problems.append(
@@ -82,9 +89,13 @@ def check_fits(needs: Needs, measure: Any, target: Target, precision: str, name:
         )
         if precision == "int16x8":
             fixes.append("export tflite-int8 (int16 activations take twice the arena)")
+        left = room - measure.tail_bytes - (needs.arena_bytes - measure.arena_bytes)
         fixes.append(
-            f"activations under {max(room - measure.tail_bytes, 0) / KB:,.0f} KB: a smaller "
-            "input size or narrower early layers (a smaller alpha or fewer filters)"
+            f"activations under {left / KB:,.1f} KB: a smaller input size or narrower early "
+            "layers (a smaller alpha or fewer filters)"
+            if left >= KB
+            else f"none for the model: its persistent arena ({measure.tail_bytes / KB:,.1f} KB) "
+            f"and the reserved {target.ram_reserved_kb} KB alone exceed {target.ram_kb:,} KB"
         )
     if problems:
         raise UserError(
