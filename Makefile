@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: setup demo test test-fast lint format bench bench-ptq wheel-check clean pi-test openvino test-openvino
+.PHONY: setup demo test test-fast lint format bench bench-scale bench-ptq wheel-check clean pi-test openvino test-openvino
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ bench: $(STAMP)
 bench-ptq: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[ptq]"
 	$(BIN)/python bench/ptq.py --results bench/RESULTS.md
+
+# The issue-#16 MobileNetV2-1.0-224 export, timed and its peak RSS sampled (~10-15 min).
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py --results bench/RESULTS.md
 
 # Build the wheel, install it in a scratch venv, and use the installed CLI from elsewhere.
 wheel-check: $(STAMP)

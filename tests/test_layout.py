@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "toolkit"
-STAGES = {"train", "optimize", "convert", "validate", "package", "check"}
+STAGES = {"train", "optimize", "convert", "validate", "package", "serve", "check"}
 FOUNDATION = {"core", "data", "runtimes"}
 # What each room may import besides itself. train owns the build step, so it reads the
 # builders registry; builders is a library of model functions over core/ and data/.

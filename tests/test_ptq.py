@@ -185,3 +185,17 @@ def test_equalization_is_exact_for_relu_and_helps_per_tensor_int8(tmp_path) -> N
                                                            equalize=True)  # fmt: skip
     assert equalized > plain + 3.0, (plain, equalized)
     assert equalize(_separable(relu6=True)).relu6_replaced == 3
+
+
+def test_equalization_skips_what_it_cannot_apply_to() -> None:
+    """No pair (a dense softmax head on a tanh layer): the original model, with a reason."""
+    import keras
+
+    from toolkit.convert.equalize import equalize
+
+    inputs = keras.Input((6,), name="input")
+    hidden = keras.layers.Dense(8, activation="tanh")(inputs)  # not scale-invariant
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    eq = equalize(model)
+    assert eq.model is model and eq.pairs == []
+    assert eq.summary == "skipped: no conv/depthwise/dense pairs to equalize"

@@ -33,6 +33,15 @@ class Equalized:
     model: Any
     pairs: list[tuple[str, str]] = field(default_factory=list)  # (A, B) layer names
     relu6_replaced: int = 0
+    skipped: str | None = None  # why nothing was equalized; the original model is kept
+
+    @property
+    def summary(self) -> str:
+        """What report.json's `ptq.equalize` says."""
+        if self.skipped:
+            return f"skipped: {self.skipped}"
+        relu6 = f", {self.relu6_replaced} ReLU6 -> ReLU" if self.relu6_replaced else ""
+        return f"cross-layer: {len(self.pairs)} layer pairs{relu6}"
 
 
 def _class(layer_cfg: dict[str, Any]) -> str:
@@ -109,6 +118,9 @@ def _chains(config: dict[str, Any]) -> list[tuple[str, str | None, str]]:
         a_name = node[0]
         if len(consumers[a_name]) != 1 or a_name in outputs or (bn and bn in outputs):
             continue
+        fused = layers[a_name]["config"].get("activation", "linear")
+        if bn is None and fused not in ("linear", "relu", None):
+            continue  # A itself is scaled: its own activation must be homogeneous too
         chains.append((a_name, bn, b_name))
     return chains
 
@@ -183,12 +195,18 @@ def _scale_pair(a: Any, bn: Any, b: Any) -> bool:
 
 def equalize(model: Any) -> Equalized:
     """A copy of `model` with every equalizable pair equalized (ReLU6 -> ReLU first)."""
-    config = model.get_config()
+    try:
+        config = model.get_config()
+    except Exception:  # a subclassed model without a config
+        config = {}
     if "layers" not in config:
-        raise ValueError("cross-layer equalization needs a Functional or Sequential model")
+        return Equalized(model, skipped="not a Functional or Sequential model")
     replaced = 0
     for cfg in config["layers"]:
-        if _is_relu6(cfg):
+        if _class(cfg) in WEIGHTED and cfg["config"].get("activation") == "relu6":
+            cfg["config"]["activation"] = "relu"
+            replaced += 1
+        elif _is_relu6(cfg):
             if _class(cfg) == "ReLU":
                 cfg["config"]["max_value"] = None
             else:
@@ -204,18 +222,26 @@ def equalize(model: Any) -> Equalized:
             done = _scale_pair(clone.get_layer(a), layer_bn, clone.get_layer(b))
             if done and (a, b) not in result.pairs:
                 result.pairs.append((a, b))
+    if not result.pairs:  # nothing to equalize: keep the original (and its ReLU6)
+        return Equalized(model, skipped="no conv/depthwise/dense pairs to equalize")
     return result
 
 
 _LAST: list[tuple[tuple[Any, ...], Equalized]] = []
 
 
-def equalized(model: Any) -> Any:
-    """`equalize(model).model`, computed once per model state (every precision of an export
+def cached(model: Any) -> Equalized:
+    """`equalize(model)`, computed once per model state (every precision of an export
     converts the same equalized copy, so the calibration caches see one model)."""
     from toolkit.core.model_stats import weights_digest
 
     key = (id(model), str(model.name), weights_digest(model))
     if not (_LAST and _LAST[0][0] == key):
         _LAST[:] = [(key, equalize(model))]
-    return _LAST[0][1].model
+    return _LAST[0][1]
+
+
+def equalized(model: Any) -> Any:
+    """The model to convert with `equalize=True`: equalized, or the original when the
+    method cannot apply (then `cached(model).skipped` says why)."""
+    return cached(model).model

@@ -134,7 +134,7 @@ def run_export(
                           jobs=jobs)  # fmt: skip
         for row in report.artifacts:
             row.path = str(export_dir / Path(row.path).name)
-            row.ptq = _ptq_of(row, quant_opts)
+            row.ptq = _ptq_of(row, quant_opts, loaded.model)
         if budget is not None:
             report.budget = budget
         report.skipped = list(skipped)
@@ -207,7 +207,7 @@ def crash_gate(report: Any, where: Path, allow_crash: bool) -> None:
         )
 
 
-def _ptq_of(row: Any, options: dict[str, dict[str, Any]]) -> dict[str, str] | None:
+def _ptq_of(row: Any, options: dict[str, dict[str, Any]], model: Any) -> dict[str, str] | None:
     """report.json's `ptq` of a quantized row: granularity and activation-range method."""
     if row.precision in ("fp32", "fp16") or row.format == "keras" or row.variant:
         return None
@@ -216,7 +216,9 @@ def _ptq_of(row: Any, options: dict[str, dict[str, Any]]) -> dict[str, str] | No
     if row.precision not in ("dynamic", "int16x8"):
         ptq["ranges"] = opts.get("ranges", "minmax")
     if opts.get("equalize"):
-        ptq["equalize"] = "cross-layer"
+        from toolkit.convert.equalize import cached
+
+        ptq["equalize"] = cached(model).summary  # or "skipped: <why>"
     return ptq
 
 

@@ -37,7 +37,9 @@ def package_command(
     for model in manifest["models"]:
         v = model.get("validation") or {}
         metric = v.get("metric") or {}
-        shown = f"{metric.get('name')} {metric['value']:.4f}" if metric else "not validated"
+        value = metric.get("value")
+        shown = f"{metric.get('name')} {value:.4f}" if value is not None else (
+            f"{metric.get('name')}: n/a" if metric else "not validated")  # fmt: skip
         role = "primary" if model["primary"] else "alternative"
         typer.echo(f"{model['name']} ({role}, {model['runtime']}): {model['file']}, {shown}")
     if "edgetpu" in manifest:
