@@ -335,6 +335,15 @@ def _shown(r: dict | None) -> str:
     return f"{r['method']} ({r['drop_pp']:+.2f}, {r['sqnr_db']:.1f} dB)" if r else "—"
 
 
+def _drop_cell(r: dict | None) -> str:
+    if r is None:
+        return "—"
+    ci = f" ({r['ci95_pp'][0]:+.2f}..{r['ci95_pp'][1]:+.2f})" if r.get("ci95_pp") else ""
+    return (
+        f"**{r['drop_pp']:+.2f}**{ci} hard" if r["drop_pp"] >= 1.0 else f"{r['drop_pp']:+.2f}{ci}"
+    )
+
+
 def _significant(r: dict) -> bool:
     return bool(r.get("ci95_pp")) and not r["ci95_pp"][0] <= 0.0 <= r["ci95_pp"][1]
 
@@ -378,6 +387,7 @@ def section(data: dict) -> list[str]:
         ]
         for gran, rows in model["cases"].items():
             notes, rows = rows[0]["notes"], rows[1:]
+            options = [r["method"][5:] for r in rows if r["family"] == "ours"]
             lines += [
                 f"**{gran}**",
                 "",
@@ -386,6 +396,7 @@ def section(data: dict) -> list[str]:
                 "|---|---|---|---|---|---|",
                 *[_row(r) for r in rows],
                 *[f"- {n}" for n in notes],
+                f"- 'ours' rows found at run time: {', '.join(options) or 'none'}.",
                 "",
             ]
             quantized += [r for r in rows if r["family"] != "float" and "error" not in r]
@@ -397,6 +408,8 @@ def section(data: dict) -> list[str]:
                 "model": model["key"], "gran": gran,
                 "plain": plain["drop_pp"] if plain else None,
                 "plain_ort": plain_ort["drop_pp"] if plain_ort else None,
+                "plain_row": plain, "plain_ort_row": plain_ort,
+                "float": next(r["metric"] for r in rows if r["family"] == "float"),
                 "anchor": _best(rows, lambda r: r["family"] in ("anchor", "plain")),
                 "tflite": _best(rows, lambda r: r["method"].startswith("ours tflite")),
                 "onnx": _best(rows, lambda r: r["method"].startswith("ours onnx")),
@@ -407,21 +420,19 @@ def section(data: dict) -> list[str]:
         "Plain converters: TFLiteConverter int8 (min-max) and onnxruntime quantize_static with "
         "its defaults (MinMax), the two the toolkit's int8 was before issue #15.",
         "",
-        "| model | granularity | plain TFLite drop pp | plain ORT MinMax drop pp "
+        "| model | granularity | float | plain TFLite drop pp (95 % CI) | plain ORT MinMax drop pp (95 % CI) "
         "| best anchor (drop pp, SQNR) | best ours TFLite (drop pp, SQNR) "
         "| best ours ONNX (drop pp, SQNR) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     hard = 0
     for c in cases:
         drops = [d for d in (c["plain"], c["plain_ort"]) if d is not None]
         hard += max(drops) >= 1.0
-        cells = [
-            "—" if d is None else (f"**{d:+.2f}** (hard)" if d >= 1.0 else f"{d:+.2f}")
-            for d in (c["plain"], c["plain_ort"])
-        ]
+        cells = [_drop_cell(r) for r in (c["plain_row"], c["plain_ort_row"])]
         lines.append(
-            f"| {c['model']} | {c['gran']} | {cells[0]} | {cells[1]} | {_shown(c['anchor'])} "
+            f"| {c['model']} | {c['gran']} | {100 * c['float']:.2f} % | {cells[0]} | {cells[1]} "
+            f"| {_shown(c['anchor'])} "
             f"| {_shown(c['tflite'])} | {_shown(c['onnx'])} |"
         )
     lines += [
