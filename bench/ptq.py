@@ -420,7 +420,8 @@ def section(data: dict) -> list[str]:
         "Plain converters: TFLiteConverter int8 (min-max) and onnxruntime quantize_static with "
         "its defaults (MinMax), the two the toolkit's int8 was before issue #15.",
         "",
-        "| model | granularity | float | plain TFLite drop pp (95 % CI) | plain ORT MinMax drop pp (95 % CI) "
+        "| model | granularity | float | plain TFLite drop pp (95 % CI) "
+        "| plain ORT MinMax drop pp (95 % CI) "
         "| best anchor (drop pp, SQNR) | best ours TFLite (drop pp, SQNR) "
         "| best ours ONNX (drop pp, SQNR) |",
         "|---|---|---|---|---|---|---|---|",
