@@ -50,6 +50,8 @@ DESCRIBED = {
     "CIFAR-10 32x32)",
     "vww_transfer": "vww_96.h5's MobileNetV1-0.25 backbone fine-tuned on CIFAR-10 "
     "(models/cifar10-vww-transfer.yaml: 3,000 images, 32x32 resized to 96x96 in the model)",
+    "vww_transfer_full": "vww_96.h5's MobileNetV1-0.25 backbone fine-tuned on CIFAR-10 "
+    "(models/cifar10-vww-transfer.yaml on all 10,000 images, 32x32 resized to 96x96 in the model)",
 }
 # Exporter options that are not PTQ methods (present before issue #15).
 NOT_PTQ = {

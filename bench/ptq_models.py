@@ -40,11 +40,13 @@ TRANSFER_RECIPE = "models/cifar10-vww-transfer.yaml"
 
 
 def _spec(key: str) -> dict:
-    if key == "vww_transfer":
+    if key in ("vww_transfer", "vww_transfer_full"):
         import yaml
 
         spec = yaml.safe_load((Path(__file__).resolve().parents[1] / TRANSFER_RECIPE).read_text())
-        spec["name"] = "ptq-vww_transfer"
+        spec["name"] = f"ptq-{key}"
+        if key == "vww_transfer_full":  # every image: the 7k/1k/2k split of the other models
+            spec["dataset"]["max_samples"] = None
         return spec
     return json.loads(json.dumps(TRAINED[key]))
 
