@@ -194,6 +194,11 @@ def section(data: dict) -> list[str]:
     if convert:
         lines += ["Conversion, per artifact (s): " + ", ".join(
             f"{name} {sec:.0f}" for name, sec in convert.items()) + ".", ""]  # fmt: skip
+    per_row = t.get("rows") or {}
+    if per_row:
+        slow = sorted(per_row.items(), key=lambda kv: -kv[1])[:6]
+        lines += ["Accuracy pass, slowest rows inside their worker (s): " + ", ".join(
+            f"{name} {sec:.0f}" for name, sec in slow) + ".", ""]  # fmt: skip
     old = data["old"]
     n = report["data"]["samples"]
     lines += [f"The old design (every row batch 1, reference kernels on all {n} "

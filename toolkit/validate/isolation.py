@@ -107,11 +107,13 @@ def _child(
         kw = {"num_threads": threads} if threads and runtime in THREADED else {}
         with open_runner(Path(artifact), runtime=runtime, provider=provider, **kw) as runner:
             if accuracy:
+                start = time.perf_counter()
                 step = batch_size(tuple(x.shape[1:]))
                 parts = [np.asarray(runner.predict(np.asarray(x[i : i + step])))
                          for i in range(0, len(x), step)]  # fmt: skip
                 np.save(Path(out_dir) / "outputs.npy", np.concatenate(parts))
                 result["batching"] = runner.batching
+                result["accuracy_s"] = time.perf_counter() - start
             if latency_runs:
                 start = time.perf_counter()
                 result["latency"] = runner.latency_ms(

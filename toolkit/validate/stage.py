@@ -255,6 +255,10 @@ def validate(
     def done(key: int, outcome: Any) -> None:
         path, fmt, combo, row_data, row_ref = rows_in[key]
         rows[key] = row = _measure(path, fmt, combo, row_data, row_ref, sizes[path], outcome)
+        if isinstance(outcome, dict) and outcome.get("accuracy_s") is not None:
+            timings.setdefault("rows", {})[f"{fmt.name} {row.where}"] = round(
+                outcome["accuracy_s"], 2
+            )
         if row_data is not data:
             row.samples = len(row_data.x)
         if bar:
@@ -326,6 +330,7 @@ def validate(
         },
         created=now_iso(),
         timings={k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()},
+        # rows: each isolated row's accuracy pass inside its worker, seconds
     )
     report.apply_budget_flags(None)
     return report
