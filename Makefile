@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: setup demo test test-fast lint format bench bench-scale bench-ptq wheel-check clean pi-test openvino test-openvino
+.PHONY: setup demo test test-fast lint format bench bench-scale bench-ptq bench-serve wheel-check clean pi-test openvino test-openvino
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ bench-ptq: $(STAMP)
 # The issue-#16 MobileNetV2-1.0-224 export, timed and its peak RSS sampled (~10-15 min).
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale.py --results bench/RESULTS.md
+
+# keras-edge serve under load: 32 clients x 60 s, with and without dynamic batching (~5 min).
+bench-serve: $(STAMP)
+	$(BIN)/python bench/serve_load.py --results bench/RESULTS.md
 
 # Build the wheel, install it in a scratch venv, and use the installed CLI from elsewhere.
 wheel-check: $(STAMP)
