@@ -284,3 +284,15 @@ def test_package_cli_exports_the_targets_artifact_when_the_run_lacks_it(run_dir,
     assert "Edge TPU op check: passed" in proc.stdout
     check = run_py(run / "bundles" / "coral-edgetpu", "--selftest")
     assert check.returncode == 0 and "bit-identical" in check.stdout, check.stdout
+
+
+def test_profile_drift_limits_reach_the_manifest(export_dir, tmp_path) -> None:
+    from toolkit.core.targets import load_target, parse_target
+    from toolkit.package.stage import package
+
+    pi = load_target("raspberry-pi").model_dump()
+    with pytest.raises(UserError, match="drift_psi"):
+        parse_target({**pi, "drift_psi": 0})
+    target = parse_target({**pi, "drift_psi": 0.35}, "custom.yaml")
+    manifest = package(export_dir, target, out=tmp_path, ignore_budget=True).manifest
+    assert manifest["drift"]["threshold"] == {"psi": 0.35, "ks": 0.1}

@@ -51,6 +51,10 @@ class Target(BaseModel):
     providers: list[str] = []  # ONNX Runtime preference order (the first available is used)
     threads: int | None = Field(default=None, ge=0)  # None/0: the runtime's default
     max_drop: float | None = Field(default=None, ge=0)  # accuracy budget, metric units
+    # Drift limits written into a bundle's manifest (`drift.threshold`); None: PSI 0.2, KS 0.1.
+    # `keras-edge serve --drift-threshold` still overrides the PSI limit at serve time.
+    drift_psi: float | None = Field(default=None, gt=0)
+    drift_ks: float | None = Field(default=None, gt=0)
     edgetpu: bool = False  # check the primary's ops against the Edge TPU supported ops
     # Bundle int8 LiteRT models without their trailing SOFTMAX; run.py applies it in float.
     # LiteRT's optimized int8 softmax rounds differently per CPU; the logits do not.

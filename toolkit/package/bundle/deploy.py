@@ -201,6 +201,10 @@ def serving_files(
         post = get_task(spec.get("task") or "classification").output == "classes"
         probs = serve.class_probabilities(model.run_float(x), model, entry) if post else None
         extra["drift"] = serve.reference_stats(x, probs, spec.get("feature_names"), source)
+        limits = extra["drift"]["threshold"]  # the profile's limits over the defaults
+        for key, value in (("psi", target.drift_psi), ("ks", target.drift_ks)):
+            if value is not None:
+                limits[key] = value
     else:
         extra["drift_note"] = f"no drift reference: {source}"
     deploy = deploy_for(target)
