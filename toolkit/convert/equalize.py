@@ -193,6 +193,45 @@ def _scale_pair(a: Any, bn: Any, b: Any) -> bool:
     return True
 
 
+def _relu6_to_relu(config: dict[str, Any]) -> int:
+    """Replace ReLU6 by ReLU in a model config, nested models included; how many."""
+    replaced = 0
+    for cfg in config.get("layers", []):
+        inner = cfg.get("config", {})
+        if "layers" in inner:  # a nested Functional / Sequential (a transfer backbone)
+            replaced += _relu6_to_relu(inner)
+        elif _class(cfg) in WEIGHTED and inner.get("activation") == "relu6":
+            inner["activation"] = "relu"
+            replaced += 1
+        elif _is_relu6(cfg):
+            if _class(cfg) == "ReLU":
+                inner["max_value"] = None
+            else:
+                inner["activation"] = "relu"
+            replaced += 1
+    return replaced
+
+
+def _equalize_in(model: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Equalize every pair of `model` in place, then of each nested model in it (pairs across
+    a nested model's boundary are left alone)."""
+    pairs: list[tuple[str, str]] = []
+    chains = _chains(model.get_config())
+    for _ in range(ITERATIONS):
+        for a, bn, b in chains:
+            layer_bn = model.get_layer(bn) if bn else None
+            done = _scale_pair(model.get_layer(a), layer_bn, model.get_layer(b))
+            if done and (prefix + a, prefix + b) not in pairs:
+                pairs.append((prefix + a, prefix + b))
+    for layer in model.layers:
+        if getattr(layer, "layers", None) and hasattr(layer, "get_config"):
+            try:
+                pairs += _equalize_in(layer, f"{prefix}{layer.name}/")
+            except (KeyError, TypeError, ValueError):
+                continue  # a nested model without a usable config: left as it is
+    return pairs
+
+
 def equalize(model: Any) -> Equalized:
     """A copy of `model` with every equalizable pair equalized (ReLU6 -> ReLU first)."""
     try:
@@ -201,27 +240,10 @@ def equalize(model: Any) -> Equalized:
         config = {}
     if "layers" not in config:
         return Equalized(model, skipped="not a Functional or Sequential model")
-    replaced = 0
-    for cfg in config["layers"]:
-        if _class(cfg) in WEIGHTED and cfg["config"].get("activation") == "relu6":
-            cfg["config"]["activation"] = "relu"
-            replaced += 1
-        elif _is_relu6(cfg):
-            if _class(cfg) == "ReLU":
-                cfg["config"]["max_value"] = None
-            else:
-                cfg["config"]["activation"] = "relu"
-            replaced += 1
+    replaced = _relu6_to_relu(config)
     clone = model.__class__.from_config(config)
     clone.set_weights(model.get_weights())
-    result = Equalized(clone, relu6_replaced=replaced)
-    chains = _chains(clone.get_config())
-    for _ in range(ITERATIONS):
-        for a, bn, b in chains:
-            layer_bn = clone.get_layer(bn) if bn else None
-            done = _scale_pair(clone.get_layer(a), layer_bn, clone.get_layer(b))
-            if done and (a, b) not in result.pairs:
-                result.pairs.append((a, b))
+    result = Equalized(clone, pairs=_equalize_in(clone), relu6_replaced=replaced)
     if not result.pairs:  # nothing to equalize: keep the original (and its ReLU6)
         return Equalized(model, skipped="no conv/depthwise/dense pairs to equalize")
     return result

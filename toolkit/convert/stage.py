@@ -86,6 +86,11 @@ def quantization_options(
         opts: dict[str, Any] = {}
         if granularity and fmt.precision not in ("fp32", "fp16") and fmt.format != "keras":
             opts["granularity"] = granularity
+            if granularity == "per-tensor" and fmt.format == "onnx":
+                # 7-bit weights (reduce_range, our default for x86 without VNNI) on top of
+                # one scale per tensor lost 19 pp where ORT's 8-bit default lost 5.5
+                # (bench/RESULTS.md, vww_transfer_full); per-tensor targets run int8 natively.
+                opts["reduce_range"] = False
         if ranges and fmt.needs_calibration and fmt.precision != "int16x8":
             if ranges not in supported[fmt.format]:
                 raise UserError(
