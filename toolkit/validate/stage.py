@@ -299,6 +299,7 @@ def validate(
                 if isinstance(outcome, BaseException) and rows[key].error is None:
                     path, fmt, combo, row_data, row_ref = rows_in[key]
                     rows[key] = _measure(path, fmt, combo, row_data, row_ref, sizes[path], outcome)
+                    rows[key].samples = len(row_data.x) if row_data is not data else None
                 elif not isinstance(outcome, BaseException):
                     rows[key].latency_ms = outcome.get("latency")
     finally:
