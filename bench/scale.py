@@ -229,14 +229,9 @@ def section(data: dict) -> list[str]:
 
 
 def replace_section(results: Path, lines: list[str]) -> None:
-    text = results.read_text() if results.is_file() else "# Benchmark results\n"
-    start = text.find(TITLE)
-    if start == -1:
-        text = text.rstrip() + "\n\n" + "\n".join(lines)
-    else:
-        end = text.find("\n## ", start + len(TITLE))
-        text = text[:start] + "\n".join(lines) + (text[end + 1 :] if end != -1 else "")
-    results.write_text(text)
+    from sections import replace_section as replace  # bench/sections.py (this script's dir)
+
+    replace(results, TITLE, lines)
 
 
 def main() -> int:
