@@ -44,6 +44,25 @@ def default_jobs() -> int:
     return cores()
 
 
+# Per-sample cost relative to an XNNPACK row of the same file, measured on a MobileNetV2-224
+# export (bench/RESULTS.md "Validation at real-model scale"): ORT's dynamic quantization runs
+# batch 1 (its activation scale depends on the batch: see Runner._batched) at ~10x, ORT
+# float16 batch 1 at ~2x, LiteRT reference kernels ~30x and TFLite Micro ~60x per sample.
+# Starting the long rows first keeps the other workers busy meanwhile: onnx-dynamic alone was
+# 234 s of a 505 s accuracy pass when it came last.
+_COST = {("onnxruntime", "dynamic"): 10.0, ("onnxruntime", "fp16"): 2.0,
+         ("litert", "reference"): 30.0, ("tflm", ""): 60.0}  # fmt: skip
+
+
+def expected_cost(job: Job) -> float:
+    """A rough relative cost of a job (samples x per-sample factor), to start long ones first."""
+    factor = 1.0
+    for (runtime, tag), cost in _COST.items():
+        if job.runtime == runtime and (job.path.stem.endswith(tag) or job.provider == tag):
+            factor = cost
+    return factor * (job.limit or 1)
+
+
 def run_jobs(
     jobs: list[Job],
     inputs: Path,
@@ -66,7 +85,7 @@ def run_jobs(
     threads = max(1, cores() // workers) if workers > 1 else None
     inline_latency = latency_runs if workers == 1 else 0
     outcomes: dict[int, Outcome] = {}
-    pending = list(jobs)
+    pending = sorted(jobs, key=expected_cost, reverse=True)  # longest first: no idle tail
     running: dict[int, tuple[Job, Any]] = {}
     while pending or running:
         while pending and len(running) < workers:
