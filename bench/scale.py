@@ -146,10 +146,12 @@ def old_design(export: Path, model: Path, samples: int, probe: int = 16) -> dict
     test, _ = test_inputs(model, probe)
     x = np.asarray(test.x, np.float32)
     per_row = {}
+    rows = json.loads((export / "report.json").read_text())["artifacts"]
+    crashed = {(Path(r["path"]).name, r["runtime"], r["provider"]) for r in rows if r.get("crash")}
     for path in discover_artifacts(export):
         for runtime, provider in runtimes_for(artifact_format(path)):
-            if runtime == "keras":
-                continue
+            if runtime == "keras" or (path.name, runtime, provider) in crashed:
+                continue  # in this process, an abort would end the benchmark too
             with open_runner(path, runtime=runtime, provider=provider) as runner:
                 runner.predict(x[:1])
                 start = time.perf_counter()
@@ -240,6 +242,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="keep the work here")
     parser.add_argument("--throughput-samples", type=int, default=256)
     parser.add_argument("--render", type=Path, help="re-render the section from a scale.json")
+    parser.add_argument("--reuse", action="store_true", help="keep WORK's export and timing")
     args = parser.parse_args()
     if args.render:
         lines = section(json.loads(args.render.read_text()))
@@ -250,8 +253,13 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="keras-edge-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     model, export = work / "mnv2.keras", work / "export"
-    params = build_model(model)
-    run = run_export(model, export, work / "export.log")
+    params = 0 if args.reuse and (work / "run.json").is_file() else build_model(model)
+    saved = work / "run.json"
+    if args.reuse and saved.is_file() and (export / "report.json").is_file():
+        run, params = json.loads(saved.read_text()), json.loads(saved.read_text())["params"]
+    else:
+        run = run_export(model, export, work / "export.log")
+        saved.write_text(json.dumps({**run, "params": params}))  # before anything can fail
     if run["exit"] != 0:
         print((work / "export.log").read_text()[-3000:], file=sys.stderr)
     report = json.loads((export / "report.json").read_text())
