@@ -325,6 +325,63 @@ def test_over_budget_is_refused_in_one_line(digits, tmp_path, cli) -> None:
     assert "has 200 KB" in fits_target(model, load_target(small))
 
 
+def _ram_kb_needed(path: Path) -> float:
+    """KB of RAM the stripped model needs on mcu-cortex-m (arena + margin + reserved)."""
+    from toolkit.core.targets import load_target
+    from toolkit.package.mcu.budget import needs_of
+    from toolkit.package.mcu.strip import strip_model
+    from toolkit.runtimes.tflm_arena import measure_arena
+
+    stripped = strip_model(path.read_bytes())
+    target = load_target("mcu-cortex-m")
+    return needs_of(measure_arena(path, content=stripped), len(stripped), target).ram / 1024
+
+
+def test_auto_precisions_respect_the_boards_ram(digits, tmp_path) -> None:
+    """--precisions auto --fits BOARD: with the same fidelity floor, the board with room for
+    int16x8 gets it; a board with RAM for int8 only gets none, and the ladder says it was
+    the RAM (int16x8 skipped before its accuracy pass), not the accuracy."""
+    from toolkit.core.errors import GateFailed
+    from toolkit.pipeline.exporting import run_export
+
+    run = digits["run"]
+    probe = run_export(run, formats=["tflite"], precisions=["int8", "int16x8"],
+                       out=tmp_path / "probe", latency_runs=0,
+                       runtimes=["litert:xnnpack"])[1]  # fmt: skip
+    by_name = {Path(r.path).name: r for r in probe.artifacts}
+    sqnr8 = by_name["model-int8.tflite"].fidelity["sqnr_db"]
+    sqnr16 = by_name["model-int16x8.tflite"].fidelity["sqnr_db"]
+    assert sqnr16 > sqnr8 + 3, (sqnr8, sqnr16)
+    floor = (sqnr8 + sqnr16) / 2  # int8 misses it, int16x8 meets it
+    need8 = _ram_kb_needed(tmp_path / "probe" / "model-int8.tflite")
+    need16 = _ram_kb_needed(tmp_path / "probe" / "model-int16x8.tflite")
+    assert need16 > need8 + 1, (need8, need16)
+
+    _, report = run_export(run, formats=["tflite"], precisions=["auto"], min_sqnr=floor,
+                           fits="mcu-cortex-m", out=tmp_path / "roomy", latency_runs=0)  # fmt: skip
+    assert report.budget["fits"] == "mcu-cortex-m"
+    assert report.budget["formats"]["tflite"]["chosen"] == "tflite-int16x8"
+    assert (tmp_path / "roomy" / "model-int16x8.tflite").is_file()
+
+    small = _profile(tmp_path, ram_kb=int(need8) + 1)
+    with pytest.raises(GateFailed, match=r"no tflite artifact .* and fits tiny-board") as failed:
+        run_export(run, formats=["tflite"], precisions=["auto"], min_sqnr=floor,
+                   fits=str(small), out=tmp_path / "small", latency_runs=0)  # fmt: skip
+    assert not (tmp_path / "small").exists()  # nothing within: nothing published
+    steps = {s["name"]: s for s in failed.value.details["formats"]["tflite"]["ladder"]}
+    assert steps["tflite-int8"]["within"] is False and "sqnr_db" in steps["tflite-int8"]
+    assert steps["tflite-int16x8"]["fits"] is False
+    assert "does not fit tiny-board" in steps["tflite-int16x8"]["reason"]
+    assert "KB RAM" in steps["tflite-int16x8"]["reason"]
+    assert "integer I/O" in steps["tflite-fp32"]["reason"]
+    with pytest.raises(UserError, match="not a firmware target"):
+        run_export(run, precisions=["auto"], max_drop=0.1, fits="raspberry-pi")
+    with pytest.raises(UserError, match=r"\.tflite only\); drop onnx"):
+        run_export(run, formats=["onnx"], precisions=["auto"], max_drop=0.1, fits="esp32-s3")
+    with pytest.raises(UserError, match="applies to --precisions auto"):
+        run_export(run, precisions=["int8"], fits="esp32-s3")
+
+
 def test_op_missing_from_tflm_is_refused(digits, tmp_path) -> None:
     from ai_edge_litert import schema_py_generated as schema
 

@@ -19,9 +19,14 @@ class UserError(Exception):
 
 
 class GateFailed(Exception):
-    """An accuracy budget or regression gate was not met."""
+    """An accuracy budget or regression gate was not met; `details` holds what was measured
+    when no report was published (e.g. the budget ladder when no rung qualified)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

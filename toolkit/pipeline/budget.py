@@ -11,13 +11,16 @@ not peek at it), and the first rung inside the budget wins:
   tflite: int8 -> int8-float-io -> int8 with the most sensitive layers kept float (LiteRT's
           quantization debugger ranks them) -> int16x8 -> dynamic -> fp16 -> fp32
   onnx:   int8 -> int8 with the last quantizable nodes kept float -> dynamic -> fp16 -> fp32
+
+With a firmware target (`--fits mcu-cortex-m`), a rung whose artifact does not fit the board's
+flash or RAM (TFLM arena measured) is skipped before it is measured, and the ladder says why.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,46 @@ from toolkit.core.progress import console
 # A rung over the budget whose drop is within noise still wins, up to this multiple of it.
 NOISE_SLACK = 2.0
 SENSITIVE_STEPS = (1, 3)  # how many of the most sensitive layers/nodes to keep float, in turn
+
+
+@dataclass(frozen=True)
+class DeviceFit:
+    """A device the chosen artifact must fit (a firmware target's flash and RAM).
+
+    Each check returns None when it passes, else the one-line reason."""
+
+    name: str
+    admits: Callable[[str], str | None]  # by artifact name, before converting
+    fits: Callable[[Path, str], str | None]  # by the converted file (arena measured)
+
+
+def device_fit(name_or_path: str | Path) -> DeviceFit:
+    """The DeviceFit of a firmware target profile (`--fits mcu-cortex-m`); UserError for a
+    profile without flash/RAM budgets."""
+    from toolkit.core.errors import UserError
+    from toolkit.core.targets import io_dtype_of, load_target
+    from toolkit.package.mcu import fits_target
+
+    target = load_target(name_or_path)
+    if target.firmware is None or (target.flash_kb is None and target.ram_kb is None):
+        raise UserError(
+            f"--fits {target.name}: not a firmware target with flash_kb/ram_kb budgets "
+            "(e.g. mcu-cortex-m, esp32-s3)"
+        )
+    integer = ("int8", "uint8", "int16")
+
+    def admits(artifact: str) -> str | None:
+        io = io_dtype_of(artifact)
+        if BY_NAME[artifact].format != "tflite":
+            return f"{target.name} runs TFLite Micro: {artifact} is not a .tflite"
+        if io not in integer:
+            return f"{io} input/output: {target.name}'s firmware takes integer I/O"
+        return None
+
+    def fits(path: Path, artifact: str) -> str | None:
+        return fits_target(path, target, BY_NAME[artifact].precision)
+
+    return DeviceFit(target.name, admits, fits)
 
 
 @dataclass
@@ -67,10 +110,12 @@ def _onnx_quantizable_nodes(fp32_path: Path) -> list[str]:
     return [n.name for n in reversed(graph.node) if n.op_type in kinds and n.name]
 
 
-def tflite_rungs(model: Any, calibration: np.ndarray) -> Iterator[Rung]:
+def tflite_rungs(model: Any, calibration: np.ndarray, float_io: bool = True) -> Iterator[Rung]:
+    """The TFLite ladder; `float_io=False` (a device that takes integer I/O only) skips the
+    sensitivity analysis, whose rungs all have float I/O."""
     yield Rung("tflite-int8", "full int8, int8 input/output")
     yield Rung("tflite-int8-float-io", "int8 internals, float input/output")
-    sensitive = _tflite_sensitive(model, calibration)
+    sensitive = _tflite_sensitive(model, calibration) if float_io else []
     for k in SENSITIVE_STEPS:
         if k <= len(sensitive):
             keep = sensitive[:k]
@@ -151,14 +196,32 @@ def search(
     calibration: np.ndarray,
     budget: Budget,
     scratch: Path,
+    device: DeviceFit | None = None,
 ) -> Choice:
-    """Walk one format's ladder; return the first rung within `budget` (and the log)."""
-    rungs = tflite_rungs(model, calibration) if fmt == "tflite" else onnx_rungs(model, scratch)
+    """Walk one format's ladder; return the first rung within `budget` (and the log).
+
+    A rung the `device` does not admit or that does not fit it is skipped before its
+    (costlier) accuracy pass, and the ladder says why."""
+    float_io = device is None or device.admits("tflite-int8-float-io") is None
+    rungs = (
+        tflite_rungs(model, calibration, float_io)
+        if fmt == "tflite"
+        else onnx_rungs(model, scratch)
+    )
     ladder: list[dict[str, Any]] = []
     for i, rung in enumerate(rungs):
         where = scratch / f"rung{i}"
         try:
-            path = convert(model, rung.fmt, where, calibration=calibration, **rung.options)
+            misfit = device.admits(rung.name) if device is not None else None
+            if misfit is None:
+                path = convert(model, rung.fmt, where, calibration=calibration, **rung.options)
+                misfit = device.fits(path, rung.name) if device is not None else None
+            if misfit is not None:
+                ladder.append({"rung": rung.label, "name": rung.name, "fits": False,
+                               "within": False, "reason": misfit})  # fmt: skip
+                console.print(f"  {rung.name:<22} {rung.label[:60]:<60} {misfit}",
+                              highlight=False, markup=False)  # fmt: skip
+                continue
             row = _measure(path, data, model)
         except Exception as err:  # a rung that cannot be built is skipped, and logged
             ladder.append({"rung": rung.label, "name": rung.name, "error": str(err)[:200]})
@@ -183,20 +246,24 @@ def choose(
     calibration: np.ndarray,
     limits: Budget | float,
     out_dir: Path,
+    device: DeviceFit | None = None,
 ) -> tuple[list[Path], dict[str, Any]]:
     """Run the ladder per format; copy each winner into `out_dir`. Returns (paths, budget).
 
-    `limits` is a Budget, or a bare max drop (the historical signature)."""
+    `limits` is a Budget, or a bare max drop (the historical signature); `device` keeps only
+    artifacts that fit that device (see `search`)."""
     limits = limits if isinstance(limits, Budget) else Budget(max_drop=float(limits))
     chosen: list[Path] = []
     budget: dict[str, Any] = {"max_drop": limits.max_drop, "split": "validation", "formats": {}}
     if limits.min_sqnr is not None:
         budget["min_sqnr"] = limits.min_sqnr
+    if device is not None:
+        budget["fits"] = device.name
     scratch = Path(tempfile.mkdtemp(prefix="keras-edge-ladder-"))
     try:
         for fmt in formats:
             console.print(f"[bold]{fmt}[/]: searching for the cheapest artifact within budget")
-            choice = search(model, fmt, data, calibration, limits, scratch / fmt)
+            choice = search(model, fmt, data, calibration, limits, scratch / fmt, device)
             budget["formats"][fmt] = {
                 "chosen": choice.fmt_name if choice.path else None,
                 "options": choice.options,

@@ -48,12 +48,15 @@ def run_export(
     granularity: str | None = None,
     ranges: str | None = None,
     equalize: bool = False,
+    fits: str | None = None,
 ) -> Any:
     """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
 
     `task` (a Task registry name) decides the metric, agreement and the ladder's criterion;
     default: the run's recipe task, else inferred from the model's output and the data.
     `min_sqnr` is a label-free budget (dB of output fidelity) beside or instead of `max_drop`.
+    `fits` (a firmware target profile) makes `--precisions auto` keep only artifacts that fit
+    that board's flash and RAM.
 
     A run with RUN/optimized/ gets that model's artifacts too (`prune-int8.tflite`, ...),
     validated against the same dense reference; `optimized=False` leaves them out.
@@ -92,6 +95,18 @@ def run_export(
             "or --min-sqnr (a fidelity floor in dB, for unlabelled data)"
         )
     limits = Budget(max_drop, min_sqnr)
+    if fits is not None and not auto:
+        raise UserError(
+            "--fits applies to --precisions auto (`package --target` checks a named artifact)"
+        )
+    from toolkit.pipeline.budget import device_fit
+
+    device = device_fit(fits) if fits is not None else None
+    if device is not None:  # TFLite Micro runs .tflite: that is the default format then
+        formats = formats or ["tflite"]
+        if other := [f for f in formats if not f.startswith("tflite")]:
+            raise UserError(f"--fits {device.name} runs TFLite Micro (.tflite only); "
+                            f"drop {', '.join(other)} from --formats")  # fmt: skip
     chosen_formats = select(formats, None if auto else precisions)
     if auto and (granularity or ranges or equalize):
         raise UserError("--granularity, --ranges and --equalize apply to named precisions")
@@ -157,7 +172,10 @@ def run_export(
         val = eval_data(ds, "val", limit=max_eval_samples, seed=seed, adapt=adapt,
                         parity_model=reference, task=task)  # fmt: skip
         try:
-            picked, budget = choose(loaded.model, fmts, val, calibration, limits, staging)
+            picked, budget = choose(loaded.model, fmts, val, calibration, limits, staging,
+                                    device)  # fmt: skip
+            if not picked and not plain:  # nothing to publish: the ladder is the answer
+                raise GateFailed(_nothing_within(budget, max_drop, min_sqnr), details=budget)
             result = export(
                 loaded.model, plain, export_dir, calibration=calibration,
                 input_spec=loaded.input_spec_path, opset=opset, force=force, extra_files=picked,
@@ -191,6 +209,20 @@ def run_export(
         gate(report, max_drop, export_dir, min_sqnr)
     crash_gate(report, export_dir, allow_crash)
     return result, report
+
+
+def _nothing_within(budget: dict[str, Any], max_drop: float | None, min_sqnr: float | None) -> str:
+    """One line: no format's ladder found a rung; each rung's reason, in ladder order."""
+    fit = f" and fits {budget['fits']}" if budget.get("fits") else ""
+    steps = [
+        f"{s['name']}: {s.get('reason') or s.get('error', '')}"
+        for v in budget["formats"].values()
+        for s in v["ladder"]
+    ]
+    return (
+        f"no {'/'.join(budget['formats'])} artifact stays within "
+        f"{_limits_text(max_drop, min_sqnr)}{fit} (nothing exported); {'; '.join(steps)}"
+    )
 
 
 def crash_gate(report: Any, where: Path, allow_crash: bool) -> None:

@@ -219,6 +219,7 @@ def _budget_markdown(budget: dict[str, Any]) -> list[str]:
         "",
         f"Max drop {budget.get('max_drop')}"
         + (f", min SQNR {budget['min_sqnr']} dB" if budget.get("min_sqnr") is not None else "")
+        + (f", must fit {budget['fits']}" if budget.get("fits") else "")
         + f", measured on the {split} split.",
     ]
     for fmt, result in (budget.get("formats") or {}).items():

@@ -160,6 +160,12 @@ def export_command(
         help="Cross-layer equalization of the Keras weights before quantizing (ReLU6 becomes "
         "ReLU): for depthwise-separable nets, per-tensor above all.",
     ),
+    fits: str | None = typer.Option(
+        None,
+        "--fits",
+        help="With --precisions auto: keep only artifacts that fit this firmware target's "
+        "flash and RAM (mcu-cortex-m, esp32-s3 or a profile .yaml; TFLM arena measured).",
+    ),
     list_formats: bool = typer.Option(False, "--list", help="List every artifact and exit."),
     track: str | None = typer.Option(
         None,
@@ -195,7 +201,7 @@ def export_command(
             input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
             task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
             full_reference=full_reference, jobs=jobs, granularity=granularity, ranges=ranges,
-            equalize=equalize,
+            equalize=equalize, fits=fits,
         )  # fmt: skip
     result, report = tracked["result"], tracked["report"]
     if report is not None:

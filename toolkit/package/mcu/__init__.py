@@ -254,9 +254,10 @@ def package_mcu(
     return bundle_dir, zip_path, manifest, notes
 
 
-def fits_target(path: str | Path, target: Target) -> str | None:
+def fits_target(path: str | Path, target: Target, precision: str | None = None) -> str | None:
     """None when a .tflite fits the firmware target's flash and RAM (stripped, arena measured),
-    else the one-line reason (`package` would refuse it): for a ladder choosing precisions."""
+    else the one-line reason (`package` would refuse it): for a ladder choosing precisions.
+    `precision` (default: the target's artifact's) picks the fix the reason suggests."""
     from toolkit.core.formats import get
     from toolkit.package.mcu.budget import check_fits, needs_of
     from toolkit.package.mcu.strip import strip_model
@@ -267,7 +268,7 @@ def fits_target(path: str | Path, target: Target) -> str | None:
     try:
         measure = measure_arena(path, content=stripped)
         check_fits(needs_of(measure, len(stripped), target), measure, target,
-                   get(target.artifact).precision, path.name)  # fmt: skip
+                   precision or get(target.artifact).precision, path.name)  # fmt: skip
     except UserError as exc:
         return str(exc)
     return None
