@@ -17,6 +17,9 @@ import numpy as np
 from toolkit.core.errors import UserError
 
 _INT_DTYPES = ("int8", "uint8", "int16")
+# Latency: the requested runs, or fewer once this many seconds are spent (never under the min).
+LATENCY_MAX_S = 5.0
+LATENCY_MIN_RUNS = 10
 PROBE_SAMPLES = 8  # batched vs batch-1 check on the first batch of a resized artifact
 
 
@@ -150,8 +153,13 @@ class Runner(abc.ABC):
     def _run(self, x: Any) -> np.ndarray:
         """Run one batch already in the input tensor's dtype; return the raw first output."""
 
-    def latency_ms(self, x_one: np.ndarray, warmup: int = 5, runs: int = 50) -> dict[str, float]:
-        """Median and p90 wall time of one batch-1 inference (I/O conversion included)."""
+    def latency_ms(
+        self, x_one: np.ndarray, warmup: int = 5, runs: int = 50, max_s: float = LATENCY_MAX_S
+    ) -> dict[str, float]:
+        """Median and p90 wall time of one batch-1 inference (I/O conversion included).
+
+        `runs` timed runs, or fewer once `max_s` seconds are spent (but at least
+        LATENCY_MIN_RUNS): a 300 ms reference-kernel row need not take 15 s to time."""
         x_one = np.asarray(x_one, dtype=np.float32)
         if x_one.ndim == len(self.inputs[0].shape) - 1:
             x_one = x_one[None]
@@ -160,11 +168,14 @@ class Runner(abc.ABC):
             raise UserError(f"latency needs runs >= 1 and warmup >= 0; got {runs}, {warmup}")
         for _ in range(warmup):
             self.predict(x_one)
-        times = np.empty(runs)
-        for i in range(runs):
+        times: list[float] = []
+        began = time.perf_counter()
+        while len(times) < runs:
             start = time.perf_counter()
             self.predict(x_one)
-            times[i] = (time.perf_counter() - start) * 1000.0
+            times.append((time.perf_counter() - start) * 1000.0)
+            if len(times) >= LATENCY_MIN_RUNS and time.perf_counter() - began > max_s:
+                break
         return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90))}
 
     def close(self) -> None:  # noqa: B027 - optional hook; most runtimes free on GC
