@@ -77,7 +77,11 @@ class Runner(abc.ABC):
     outputs: list[TensorSpec]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Run a float32 batch of raw inputs; return float32 outputs of the first output tensor."""
+        """Run a float32 batch of raw inputs; return float32 outputs of the output tensor.
+
+        An artifact with several output tensors (a detector's boxes and scores) returns them
+        flattened per sample and concatenated in name order (`outputs` is in that order), each
+        dequantized with its own scale and zero point."""
         x = np.asarray(x, dtype=np.float32)
         spec = self.inputs[0]
         if spec.shape and x.ndim == len(spec.shape) - 1:
@@ -147,11 +151,17 @@ class Runner(abc.ABC):
 
     def _predict_batch(self, x: np.ndarray) -> np.ndarray:
         out = self._run(quantize(x, self.inputs[0]))
+        if isinstance(out, list):  # one raw array per output tensor, in `outputs` order
+            parts = [
+                dequantize(o, s).reshape(len(o), -1) for o, s in zip(out, self.outputs, strict=True)
+            ]
+            return np.concatenate(parts, axis=1)
         return dequantize(out, self.outputs[0])
 
     @abc.abstractmethod
-    def _run(self, x: Any) -> np.ndarray:
-        """Run one batch already in the input tensor's dtype; return the raw first output."""
+    def _run(self, x: Any) -> np.ndarray | list[np.ndarray]:
+        """Run one batch already in the input tensor's dtype; return the raw output (a list,
+        in `outputs` order, when the artifact has several)."""
 
     def latency_ms(
         self, x_one: np.ndarray, warmup: int = 5, runs: int = 50, max_s: float = LATENCY_MAX_S
@@ -190,3 +200,9 @@ class Runner(abc.ABC):
     def __repr__(self) -> str:
         shapes = ", ".join(f"{t.name}{list(t.shape)}:{t.dtype}" for t in self.inputs)
         return f"<{type(self).__name__} {self.name}/{self.provider} inputs=[{shapes}]>"
+
+
+def by_name(specs: list[TensorSpec]) -> list[int]:
+    """Indices of `specs` in name order: how a multi-output artifact's outputs are read, so
+    Keras, LiteRT, ONNX Runtime and TFLM concatenate them alike (one output: [0])."""
+    return sorted(range(len(specs)), key=lambda i: specs[i].name) if len(specs) > 1 else [0]

@@ -9,7 +9,7 @@ import numpy as np
 
 from toolkit.core.batching import batch_size_for
 from toolkit.core.errors import UserError
-from toolkit.runtimes.base import Runner, TensorSpec
+from toolkit.runtimes.base import Runner, TensorSpec, by_name
 
 _SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -61,7 +61,12 @@ class KerasRunner(Runner):
         self.model = model
         self.provider = keras.backend.backend()  # "tensorflow" here; jax/torch also work
         self.inputs = [_spec(t, f"input_{i}") for i, t in enumerate(model.inputs)]
-        self.outputs = [_spec(t, f"output_{i}") for i, t in enumerate(model.outputs)]
+        outputs = [_spec(t, f"output_{i}") for i, t in enumerate(model.outputs)]
+        names = list(getattr(model, "output_names", None) or [])
+        if len(names) == len(outputs):  # the names the converters give the artifacts' outputs
+            outputs = [TensorSpec(n, o.shape, o.dtype) for n, o in zip(names, outputs, strict=True)]
+        self._order = by_name(outputs)
+        self.outputs = [outputs[i] for i in self._order]
         self._chunk = batch_size_for(self.inputs[0].shape[1:])
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -71,10 +76,13 @@ class KerasRunner(Runner):
         parts = []
         for start in range(0, len(x), self._chunk):
             out = self.model.predict_on_batch(x[start : start + self._chunk])
-            if isinstance(out, (list, tuple)):
+            if isinstance(out, dict):
+                out = [out[k] for k in sorted(out)] if len(out) > 1 else next(iter(out.values()))
+            if isinstance(out, (list, tuple)) and len(out) > 1:  # several heads: flat, by name
+                out = np.concatenate([np.asarray(out[i]).reshape(len(out[i]), -1)
+                                      for i in self._order], axis=1)  # fmt: skip
+            elif isinstance(out, (list, tuple)):
                 out = out[0]
-            elif isinstance(out, dict):
-                out = next(iter(out.values()))
             parts.append(np.asarray(out))
         return np.concatenate(parts)
 

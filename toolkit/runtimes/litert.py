@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.core.errors import UserError
-from toolkit.runtimes.base import Runner, TensorSpec
+from toolkit.runtimes.base import Runner, TensorSpec, by_name
 
 DELEGATES = ("xnnpack", "reference")
 SIGNATURE_KEY = "serving_default"  # what TFLiteConverter writes and signature runners ask for
@@ -96,7 +96,10 @@ class LiteRTRunner(Runner):
                 f"expected a single-input TFLite model; {self.path} has {len(in_details)} inputs"
             )
         self._in_index = in_details[0]["index"]
+        specs = [_spec(d) for d in out_details]
+        out_details = [out_details[i] for i in by_name(specs)] if len(specs) > 1 else out_details
         self._out_index = out_details[0]["index"]
+        self._out_indices = [d["index"] for d in out_details]
         self.inputs = [_spec(d) for d in in_details]
         self.outputs = [_spec(d) for d in out_details]
         self._batch: int | None = int(in_details[0]["shape"][0]) if self.inputs[0].shape else None
@@ -115,7 +118,7 @@ class LiteRTRunner(Runner):
             return None
         return runner if getattr(runner, "_subgraph_index", 0) == 0 else None
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
         # Fused LSTM ops keep their state in variable tensors across invokes; every call here
         # is an independent sequence, so start from zero state (a no-op for other models).
         self._interp.reset_all_variables()
@@ -124,6 +127,8 @@ class LiteRTRunner(Runner):
                 out = self._signature(**{self.inputs[0].name: x})
             except (RuntimeError, ValueError) as exc:
                 raise UserError(f"LiteRT failed to run {self.path}: {exc}") from exc
+            if len(self.outputs) > 1:
+                return [np.array(out[spec.name]) for spec in self.outputs]
             return np.array(out[self.outputs[0].name])
         # The input is resized to each call's batch (a fixed batch-1 file only when the base
         # class found that exact for it: see Runner._batched).
@@ -140,6 +145,8 @@ class LiteRTRunner(Runner):
             self._interp.invoke()
         except RuntimeError as exc:  # a model that loads but cannot run (corrupt op data)
             raise UserError(f"LiteRT failed to run {self.path}: {exc}") from exc
+        if len(self._out_indices) > 1:
+            return [self._interp.get_tensor(i).copy() for i in self._out_indices]
         return self._interp.get_tensor(self._out_index).copy()
 
     def close(self) -> None:

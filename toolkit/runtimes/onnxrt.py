@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.core.errors import UserError
-from toolkit.runtimes.base import Runner, TensorSpec
+from toolkit.runtimes.base import Runner, TensorSpec, by_name
 
 # Short names users type on the command line -> ORT's provider names.
 PROVIDER_ALIASES = {
@@ -136,12 +136,16 @@ class OnnxRunner(Runner):
                 f"expected a single-input ONNX model; {self.path} has {len(in_args)} inputs"
             )
         self.inputs = [_spec(a) for a in in_args]
-        self.outputs = [_spec(a) for a in self._session.get_outputs()]
+        outputs = [_spec(a) for a in self._session.get_outputs()]
+        self.outputs = [outputs[i] for i in by_name(outputs)]
         self._in_name = in_args[0].name
         self._out_name = self.outputs[0].name
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
         try:
+            if len(self.outputs) > 1:
+                names = [spec.name for spec in self.outputs]
+                return [np.asarray(o) for o in self._session.run(names, {self._in_name: x})]
             return np.asarray(self._session.run([self._out_name], {self._in_name: x})[0])
         except Exception as exc:  # ORT's Fail/RuntimeException: a model that loads but can't run
             raise UserError(f"ONNX Runtime failed to run {self.path}: {exc}") from exc

@@ -178,6 +178,8 @@ class TFLMRunner(Runner):
         # output" is the same tensor in both runtimes.
         order = [out_idx.index(t) for t in sig_out if t in out_idx] or list(range(len(outputs)))
         self._out_order = order + [i for i in range(len(outputs)) if i not in order]
+        if len(outputs) > 1:  # several heads: read in name order, like the other runtimes
+            self._out_order = sorted(self._out_order, key=lambda i: outputs[i].name)
         self.outputs = [outputs[i] for i in self._out_order]
 
     def _open(self, content: bytes, arena_size: int | None) -> tuple[Any, int]:
@@ -198,7 +200,7 @@ class TFLMRunner(Runner):
                     raise UserError(f"TFLM cannot load {self.path}: {exc}") from exc
                 size *= 2
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
         # TFLM keeps variable tensors (LSTM state) across invokes; each call here is an
         # independent sample, like LiteRT's reset_all_variables.
         self._interp.reset()
@@ -207,6 +209,8 @@ class TFLMRunner(Runner):
             self._interp.invoke()
         except (RuntimeError, ValueError) as exc:
             raise UserError(f"TFLM failed to run {self.path}: {exc}") from exc
+        if len(self._out_order) > 1:
+            return [np.array(self._interp.get_output(i)) for i in self._out_order]
         return np.array(self._interp.get_output(self._out_order[0]))
 
     def close(self) -> None:
