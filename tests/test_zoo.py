@@ -29,7 +29,9 @@ TASK = {"autoencoder": "anomaly"}
 
 
 def test_every_registered_builder_has_a_case() -> None:
-    assert {info.name for info in list_builders()} == set(CASES)
+    # detectors train on boxes, not class labels: tests/test_detection*.py round-trips them
+    named = {info.name for info in list_builders() if "detection" not in info.tasks}
+    assert named == set(CASES)
 
 
 def _tiny_model(name: str):

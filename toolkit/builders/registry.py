@@ -51,6 +51,7 @@ def _load_all() -> None:
         audio,
         autoencoder,
         cnn,
+        detection,
         mlp,
         mobilenet,
         mobilenet_v1,

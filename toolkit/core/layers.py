@@ -87,3 +87,30 @@ class FusedLSTM(keras.layers.Layer):
             "units": self.units,
             "return_sequences": self.return_sequences,
         }
+
+
+@keras.saving.register_keras_serializable(package="toolkit")
+class BoxDecode(keras.layers.Layer):
+    """Per-cell distances (left, top, right, bottom, in cells) -> xyxy boxes in input pixels.
+
+    The anchor-free detector's decode lives in the graph so its `boxes` output is in pixels
+    (what a device draws) with its own int8 scale: a multiply by the stride and a constant
+    grid of cell centres, two ops every runtime quantizes well. NMS stays in the runner.
+    """
+
+    def __init__(self, stride: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+
+    def call(self, distances: Any) -> Any:
+        ops = keras.ops
+        rows, cols = distances.shape[1], distances.shape[2]
+        ys, xs = ops.meshgrid(ops.arange(rows, dtype="float32"), ops.arange(cols, dtype="float32"),
+                              indexing="ij")  # fmt: skip
+        cx, cy = (xs + 0.5) * self.stride, (ys + 0.5) * self.stride
+        centres = ops.stack([cx, cy, cx, cy], axis=-1)[None]
+        sign = ops.convert_to_tensor([-1.0, -1.0, 1.0, 1.0])
+        return centres + sign * distances * float(self.stride)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "stride": self.stride}

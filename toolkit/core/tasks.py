@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.core import detection as det
 from toolkit.core import metrics as m
 from toolkit.core.errors import unknown
 
@@ -108,7 +109,7 @@ class Task:
     metrics: Metrics
     agreement: Agreement
     agreement_means: str
-    labels: str  # "classes" | "values" | "anomaly" (0/1) | "none"
+    labels: str  # "classes" | "values" | "anomaly" (0/1) | "boxes" | "none"
     summary_keys: tuple[str, ...]  # rows of the training summary table
     baseline: Baseline | None  # what a model that ignores its input scores
     baseline_means: str
@@ -119,6 +120,8 @@ class Task:
     output: str  # how a bundle post-processes raw outputs: "classes" | "values" | "score" | ...
     # outputs (+ the inputs that produced them) -> what the metrics score; None: the outputs
     scores: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None = None
+    decode: Callable[..., np.ndarray] | None = None  # (outputs, input shape, classes) -> boxes
+    resample: bool = True  # False: too slow to recompute 200 times (COCO mAP): no drop interval
 
     @property
     def needs_labels(self) -> bool:
@@ -233,6 +236,26 @@ TASKS: dict[str, Task] = {
             scores=anomaly_scores,
         ),
         Task(
+            name="detection",
+            description="boxes + classes per image, scored by COCO mAP (pycocotools)",
+            headline="map50",
+            higher_is_better=True,
+            metrics=det.coco_metrics,
+            agreement=det.box_agreement,
+            agreement_means="matched-box F1 vs the reference (score >= 0.5, IoU >= 0.5)",
+            labels="boxes",
+            summary_keys=("map50", "map50_95", "precision", "recall"),
+            baseline=None,
+            baseline_means="",
+            default_loss="detection",
+            losses=frozenset({"detection"}),
+            monitor="val_loss",
+            view=det.boxes_view,
+            output="boxes",
+            decode=det.decode,
+            resample=False,
+        ),
+        Task(
             name="features",
             description="an embedding or feature map; no labels, judged on fidelity alone",
             headline="cosine",
@@ -317,9 +340,13 @@ def resolve_loss(loss: str, task: str, num_classes: int) -> str:
 def evaluate_model(model: Any, ds: Any, batch_size: int = 256) -> dict[str, Any]:
     """Test and validation metrics in inference mode (model.predict never trains BN)."""
     out: dict[str, Any] = {"task": ds.task}
+    decode = get_task(ds.task).decode
     for split in ("val", "test"):
         data = getattr(ds, split)
-        outputs = model.predict(data.inputs(batch_size), verbose=0)
+        outputs = model.predict(data.inputs(batch_size), verbose=0)  # several heads: flat
+        outputs = det.flat_outputs(outputs, list(getattr(model, "output_names", None) or []))
+        if decode is not None:
+            outputs = decode(outputs, ds.input_shape, ds.num_classes)
         out[split] = task_metrics(ds.task, data.y, outputs, ds.labels)
     out["baseline"] = majority_baseline(ds.task, ds.train.y, ds.test.y)
     return out

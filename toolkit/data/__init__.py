@@ -7,7 +7,12 @@ load only when a dataset is loaded or streamed.
 
 from __future__ import annotations
 
-from toolkit.data import synthetic, timeseries  # noqa: F401  (they register themselves)
+from toolkit.data import (  # noqa: F401  (they register themselves)
+    detection_files,
+    detection_synth,
+    synthetic,
+    timeseries,
+)
 from toolkit.data.base import ArraySplit, Dataset, DataSpec, Split
 from toolkit.data.folder import FileSplit
 from toolkit.data.registry import DatasetEntry, list_datasets, load_dataset, register_dataset

@@ -200,11 +200,15 @@ def package(
     shape = [int(d) for d in entries[0]["inputs"][0]["shape"][1:]]
     spec, spec_notes = input_spec_for(export_dir, shape)
     notes += spec_notes
-    if task is not None or "task" not in spec:
-        from toolkit.core.tasks import get_task
+    from toolkit.core.tasks import get_task
 
+    if task is not None or "task" not in spec:
         known = (report.data.get("task") if report is not None else None) or "classification"
         spec = {**spec, "task": get_task(task or known).name}
+    if get_task(spec["task"]).output == "boxes":  # run.py has no box decoding (yet)
+        raise UserError("package: device bundles for detection models are not built yet "
+                        "(docs/detection.md); `keras-edge predict ARTIFACT IMAGE` prints "
+                        "boxes")  # fmt: skip
     if isinstance(samples, np.ndarray):
         x, sample_text = samples.astype(np.float32), f"{len(samples)} given inputs"
     else:

@@ -113,7 +113,8 @@ def build_for_data(
     if mode == "auto":
         mode = info.normalize if ds.kind == "image" else "standardize"
     layers, record = preprocessing_layers(ds, mode)
-    outputs = ds.num_classes if get_task(ds.task).classifies else _regression_width(ds)
+    per_class = get_task(ds.task).classifies or get_task(ds.task).labels == "boxes"
+    outputs = ds.num_classes if per_class else _regression_width(ds)
     ctx = BuildContext(
         input_shape=tuple(ds.input_shape),
         task=ds.task,
@@ -241,16 +242,22 @@ def train(
         findings.append({"kind": "input_size", "message": small})
     schedule = make_schedule(cfg.schedule, cfg.optimizer.learning_rate, steps, cfg.epochs)
 
+    boxes = get_task(ds.task).labels == "boxes"  # detection: per-head losses and targets
+    from toolkit.train import detection
+
     def compile_(target: Any) -> None:
         target.compile(
             optimizer=make_optimizer(cfg.optimizer, schedule),
-            loss=make_loss(loss, cfg.label_smoothing),
-            metrics=metrics_for(loss),
+            loss=detection.losses(target) if boxes else make_loss(loss, cfg.label_smoothing),
+            metrics=[] if boxes else metrics_for(loss),
         )
 
     with plan.scope():
         compile_(model)
-    train_ds, val_ds = training_pipelines(recipe, ds, loss)
+    if boxes:
+        train_ds, val_ds = detection.pipelines(recipe, ds, model)
+    else:
+        train_ds, val_ds = training_pipelines(recipe, ds, loss)
     if plan.distributed:
         from toolkit.train.distribute import shard
 

@@ -18,6 +18,8 @@ from toolkit.data.evaldata import EvalData
 def metric_outputs(data: EvalData, outputs: np.ndarray) -> np.ndarray:
     """What the task's metrics read: e.g. an autoencoder's reconstruction -> its error."""
     task = get_task(data.task)
+    if task.decode is not None:  # detection: NMS-decoded boxes, what mAP and agreement read
+        return task.decode(outputs, tuple(data.x.shape[1:]), len(data.labels or []))
     if task.scores is None:
         return outputs
     return task.scores(outputs, data.all_inputs())
@@ -84,7 +86,7 @@ def drop_statistics(
     per = _per_sample(metric, data, outputs, reference)
     correctness = per if metric == "accuracy" else None
     recompute = None
-    if per is None and data.labelled:
+    if per is None and data.labelled and get_task(data.task).resample:
 
         def recompute(idx: np.ndarray, artifact: bool) -> float | None:
             values = task_metrics(data.metric_task, np.asarray(data.y)[idx],

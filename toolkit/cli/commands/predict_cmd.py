@@ -63,6 +63,9 @@ def predict_command(
     task = get_task((spec or {}).get("task", "classification"))
     width = int(np.prod(outputs.shape[1:])) if outputs.ndim > 1 else 1
     labels = _labels(spec, 2 if width == 1 and task.classifies else width)
+    if task.decode is not None:  # detection: raw outputs -> NMS-decoded boxes per input
+        labels = list((spec or {}).get("labels") or [])
+        outputs = task.decode(outputs, shape, len(labels))
     results = [
         {"input": name, **task.view(row, labels, top_k)}
         for name, row in zip(names, outputs, strict=True)
@@ -76,6 +79,9 @@ def predict_command(
 
 def _shown(item: dict[str, Any]) -> str:
     """One prediction as text, whichever view the task gave (top classes, labels, values)."""
+    if "boxes" in item:
+        return "; ".join(f"{b['label']} ({b['score']:.3f}) at {b['box']}"
+                         for b in item["boxes"]) or "(no boxes)"  # fmt: skip
     if "top" in item or "labels" in item:
         picked = item.get("top", item.get("labels")) or []
         return ", ".join(f"{t['label']} ({t['score']:.3f})" for t in picked) or "(none)"
