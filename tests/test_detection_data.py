@@ -227,3 +227,17 @@ def test_cli_says_one_line_and_exits_2_on_an_empty_yolo_folder(tmp_path) -> None
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1].endswith(f"no image files in {tmp_path / 'images'}")
     assert "Traceback" not in done.stderr
+
+
+def test_one_line_start_on_a_yolo_folder_picks_the_box_detector(tmp_path) -> None:
+    from toolkit.train.autorecipe import auto_recipe
+
+    root = _yolo(tmp_path / "y")
+    for i in range(5, 20):  # enough images for three splits
+        _png(root / "images" / f"im{i}.png", i)
+        (root / "labels" / f"im{i}.txt").write_text("1 0.5 0.5 0.3 0.3\n")
+    auto = auto_recipe(f"yolo:{root}", image_size=44)
+    assert auto.recipe.model.builder == "box_detector"
+    assert auto.recipe.dataset.image_size == (48, 48)  # rounded to the stride-8 grid
+    augment = auto.recipe.preprocess.augment
+    assert augment.rotation == 0 and augment.translation == 0.1 and augment.zoom == 0.1

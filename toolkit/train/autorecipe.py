@@ -26,6 +26,7 @@ STEPS_TARGET = 1980  # optimizer steps a default run aims for (CIFAR-10 folder: 
 MIN_EPOCHS, MAX_EPOCHS = 10, 50
 IMBALANCE = 1.5  # largest / smallest class count from which classes are weighted
 KIND_BUILDER = {"tabular": "mlp", "sequence": "conv1d"}
+TASK_BUILDER = {"detection": "box_detector"}  # tasks whose labels need their own head
 
 
 @dataclass
@@ -53,6 +54,8 @@ def _image_size(ds: Any, requested: int | None) -> tuple[int, int]:
 
 
 def _pick_builder(ds: Any, size: tuple[int, int] | None) -> str:
+    if ds.task in TASK_BUILDER:
+        return TASK_BUILDER[ds.task]
     if ds.kind != "image":
         return KIND_BUILDER.get(ds.kind, "mlp")
     assert size is not None
@@ -65,13 +68,15 @@ def _check_builder(name: str, ds: Any, shape: tuple[int, ...]) -> None:
     from toolkit.builders import BuildContext, build_model, get_builder
 
     get_builder(name)  # unknown names: the registry's error with a suggestion
-    outputs = ds.num_classes if ds.task == "classification" else 1
+    outputs = ds.num_classes if ds.task in ("classification", "detection") else 1
     build_model(name, BuildContext(input_shape=shape, task=ds.task, num_outputs=outputs), {})
 
 
 def _augment(ds: Any) -> dict[str, Any]:
     if ds.kind != "image":
         return {}
+    if ds.task == "detection":  # moves the boxes too; no rotation (boxes would not stay tight)
+        return {"translation": 0.1, "zoom": 0.1}
     if ds.input_shape[-1] == 3:  # photos: mirror images are the same class
         return {"flip": "horizontal", "translation": 0.1}
     return {"rotation": 0.03, "zoom": 0.1}  # digits, scans: mirroring changes meaning
@@ -105,6 +110,8 @@ def auto_recipe(
     if image_size is not None and ds.kind != "image":
         raise UserError(f"--image-size is for image data; {data} gives {ds.kind} data")
     size = _image_size(ds, image_size) if ds.kind == "image" else None
+    if size and ds.task == "detection":  # the detectors' stride-8 grid
+        size = tuple(max(16, 8 * round(v / 8)) for v in size)
     shape = (*size, int(ds.input_shape[-1])) if size else tuple(ds.input_shape)
     chosen = builder or _pick_builder(ds, size)
     if builder is not None:
