@@ -23,11 +23,15 @@ demo: $(STAMP)
 	$(BIN)/keras-edge package $(RUNS)/digits-cnn --target raspberry-pi --force
 	$(BIN)/python $(RUNS)/digits-cnn/bundles/raspberry-pi/run.py --selftest
 
+# One pytest worker per core, whole files per worker (module fixtures train once); the slowest
+# tests are listed at the end of the log.
+PYTEST_PAR = -n auto --dist loadfile --durations=15
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PAR)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_PAR)
 
 lint: $(STAMP)
 	$(BIN)/ruff check toolkit tests samples bench

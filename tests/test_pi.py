@@ -108,10 +108,12 @@ def test_mnist_full_bundle_matches_x86_on_emulated_arm64(sysroot, tmp_path_facto
         pytest.skip(f"{data} is absent (the 10k MNIST IDX files)")
     overrides = {"dataset.name": f"mnist-idx:{data}", "train.epochs": 2}
     run_dir, bundle = _bundle("mnist-full-cnn", overrides, tmp_path_factory.mktemp("mnist"))
-    # CI budget: the shipped path (XNNPACK) on all 2,000 inputs; the slow reference kernels on
-    # 200; the ONNX alternative on the digits bundle only (pi/compare.py runs everything).
-    result = compare.compare(bundle, run_dir, sysroot, models=["tflite-int8"], reference_limit=200)
-    _assert_parity(result, min_samples=2000)
+    # CI budget: the shipped path (XNNPACK) on the first 1,000 of the 2,000 test inputs, the
+    # slow reference kernels on 100; the ONNX alternative on the digits bundle only (the
+    # digits bundle runs its whole split; pi/compare.py runs everything).
+    result = compare.compare(bundle, run_dir, sysroot, models=["tflite-int8"], limit=1000,
+                             reference_limit=100)  # fmt: skip
+    _assert_parity(result, min_samples=1000)
 
 
 def test_run_in_pi_script_needs_a_bundle() -> None:
