@@ -160,3 +160,44 @@ def test_a_yolo_folder_trains_fomo_and_validates_int8(tmp_path) -> None:
     assert rows[("tflite-int8", "litert")].error is None
     assert abs(rows[("tflite-int8", "litert")].drop) <= 0.05
     assert rows[("tflite-int8", "tflm")].metric["value"] is not None
+
+
+def test_raspberry_pi_bundle_prints_and_draws_the_boxes_predict_finds(box_run, box_export) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from toolkit.core import detection as det
+    from toolkit.data.detection_synth import synth_detection
+    from toolkit.package.stage import package
+    from toolkit.runtimes import open_runner
+
+    out, _ = box_export
+    bundle = package(out, "raspberry-pi", out=box_run.run_dir / "bundles", ignore_budget=True)
+    bundle = bundle.bundle_dir
+    assert (bundle / "detect.py").is_file()
+    run = [sys.executable, str(bundle / "run.py")]
+    done = subprocess.run([*run, "--selftest"], capture_output=True, text=True)
+    assert done.returncode == 0 and "selftest passed" in done.stdout, done.stdout + done.stderr
+    x, _ = synth_detection(16, seed=11)  # the tiny net finds some boxes at score 0.5
+    x = x.astype(np.uint8).astype(np.float32)  # what the PNGs hold
+    paths = []
+    for i, image in enumerate(x):
+        paths.append(box_run.run_dir / f"canvas{i}.png")
+        Image.fromarray(image[..., 0].astype(np.uint8)).save(paths[-1])
+    drawn = box_run.run_dir / "drawn"
+    done = subprocess.run([*run, *map(str, paths), "--json", "--draw", str(drawn)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    with open_runner(out / "model-int8.tflite") as runner:
+        rows = det.decode(runner.predict(x), x.shape[1:], 3)
+    for item, row in zip(printed, rows, strict=True):
+        want = det.boxes_view(row, ["0", "1", "2"], 0)["boxes"]
+        assert [(b["label"], b["box"]) for b in item["boxes"]] == [
+            (b["label"], b["box"]) for b in want
+        ]
+        assert item["boxes"] == [] or Path(item["drawn"]).is_file()
+    assert sum(len(item["boxes"]) for item in printed) >= 1

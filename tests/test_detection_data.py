@@ -241,3 +241,22 @@ def test_one_line_start_on_a_yolo_folder_picks_the_box_detector(tmp_path) -> Non
     assert auto.recipe.dataset.image_size == (48, 48)  # rounded to the stride-8 grid
     augment = auto.recipe.preprocess.augment
     assert augment.rotation == 0 and augment.translation == 0.1 and augment.zoom == 0.1
+
+
+def test_bundle_decoder_matches_the_toolkit_decoder() -> None:
+    """A bundle decodes without the toolkit or scipy (package/bundle/detect.py): same boxes."""
+    from toolkit.package.bundle import detect as bundle
+
+    rng = np.random.default_rng(0)
+    flat = _box_outputs(LABELS, classes=2)
+    flat[:, 12 * 12 * 4 :] += rng.uniform(0, 0.3, flat[:, 12 * 12 * 4 :].shape)  # candidates
+    logits = rng.normal(0, 2, (3, 12, 12, 3))
+    logits[..., 0] += 1.5
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    for raw, classes in ((flat, 2), (probs.reshape(3, -1), 2)):
+        mine = bundle.decode(raw, (96, 96), classes)
+        ours = det.decode(raw, (96, 96, 1), classes)
+        assert sum(len(r) for r in mine) > 3
+        for got, want in zip(mine, ours, strict=True):
+            want = want[want[:, 5] >= 0]
+            assert np.allclose(got, want, atol=1e-5), (got, want)

@@ -205,10 +205,7 @@ def package(
     if task is not None or "task" not in spec:
         known = (report.data.get("task") if report is not None else None) or "classification"
         spec = {**spec, "task": get_task(task or known).name}
-    if get_task(spec["task"]).output == "boxes":  # run.py has no box decoding (yet)
-        raise UserError("package: device bundles for detection models are not built yet "
-                        "(docs/detection.md); `keras-edge predict ARTIFACT IMAGE` prints "
-                        "boxes")  # fmt: skip
+    boxes = get_task(spec["task"]).output == "boxes"  # a detector: run.py decodes with detect.py
     if isinstance(samples, np.ndarray):
         x, sample_text = samples.astype(np.float32), f"{len(samples)} given inputs"
     else:
@@ -231,7 +228,8 @@ def package(
         for i, entry in enumerate(entries):
             split = None
             integer = entry["outputs"][0]["dtype"] in ("int8", "uint8")
-            if target.host_softmax and entry["runtime"] == "litert" and integer:
+            # a detector keeps its softmax (FOMO's is per cell, not one over the output)
+            if target.host_softmax and entry["runtime"] == "litert" and integer and not boxes:
                 split = _host_softmax(files[entry["name"]], work / entry["file"], run, x)
             if split is None:
                 shutil.copyfile(files[entry["name"]], work / entry["file"])
@@ -253,6 +251,8 @@ def package(
                 )
             entry["validation"] = validation_entry(rows[entry["name"]], report)
         shutil.copyfile(RUN_SCRIPT, work / "run.py")
+        if boxes:  # run.py imports it for the boxes
+            shutil.copyfile(RUN_SCRIPT.with_name("detect.py"), work / "detect.py")
         labels = list(spec.get("labels") or [])
         (work / "labels.txt").write_text("".join(f"{lb}\n" for lb in labels), encoding="utf-8")
         (work / "requirements.txt").write_text(

@@ -158,8 +158,9 @@ class Model:
             self._interp = lite.Interpreter(**kwargs)
             self._interp.allocate_tensors()
         det_in, det_out = self._interp.get_input_details(), self._interp.get_output_details()
+        det_out = sorted(det_out, key=lambda d: d["name"]) if len(det_out) > 1 else det_out
         self.inputs, self.outputs = [_lite(d) for d in det_in], [_lite(d) for d in det_out]
-        self._in, self._out = det_in[0]["index"], det_out[0]["index"]
+        self._in, self._outs = det_in[0]["index"], [d["index"] for d in det_out]
 
     def _open_onnx(self, threads: int | None, provider: str | None) -> None:
         try:
@@ -186,10 +187,12 @@ class Model:
             )
 
         self.inputs = [spec(a) for a in self._session.get_inputs()]
-        self.outputs = [spec(a) for a in self._session.get_outputs()]
+        outputs = [spec(a) for a in self._session.get_outputs()]
+        self.outputs = sorted(outputs, key=lambda t: t["name"]) if len(outputs) > 1 else outputs
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """One sample (no batch dim) already in the input dtype -> the raw first output."""
+        """One sample (no batch dim) already in the input dtype -> the raw output; several
+        outputs (a detector's boxes and scores): flattened and joined in name order."""
         x = np.ascontiguousarray(x[None])
         if hasattr(self, "_interp"):
             self._interp.set_tensor(self._in, x)
@@ -199,9 +202,11 @@ class Model:
                 with _quiet_stderr():
                     self._interp.invoke()
                 self._warm = True
-            return self._interp.get_tensor(self._out)[0].copy()
-        feed = {self.inputs[0]["name"]: x}
-        return np.asarray(self._session.run([self.outputs[0]["name"]], feed)[0][0])
+            got = [self._interp.get_tensor(i)[0].copy() for i in self._outs]
+        else:
+            names = [t["name"] for t in self.outputs]
+            got = [np.asarray(o[0]) for o in self._session.run(names, {self.inputs[0]["name"]: x})]
+        return got[0] if len(got) == 1 else np.concatenate([g.reshape(-1) for g in got])
 
     def run_float(self, x: np.ndarray) -> np.ndarray:
         """Raw float inputs (N, ...) -> raw outputs (N, ...) in the output tensor's dtype."""
@@ -222,6 +227,16 @@ def dequantize(y: np.ndarray, tensor: dict) -> np.ndarray:
     if tensor["dtype"] not in _INT or not q:
         return np.asarray(y, dtype=np.float32)
     return (y.astype(np.float32) - np.float32(q["zero_point"])) * np.float32(q["scale"])
+
+
+def dequantize_all(raw: np.ndarray, outputs: list[dict]) -> np.ndarray:
+    """Raw (N, ...) outputs of one or several tensors -> float32 (N, D), each with its scale."""
+    flat, parts, start = raw.reshape(len(raw), -1), [], 0
+    for tensor in outputs:
+        size = int(np.prod(tensor["shape"][1:])) if len(outputs) > 1 else flat.shape[1]
+        parts.append(dequantize(flat[:, start : start + size], tensor))
+        start += size
+    return np.concatenate(parts, axis=1)
 
 
 def probabilities(outputs: np.ndarray) -> np.ndarray:
@@ -376,6 +391,13 @@ def predict(model: Model, manifest: dict, args: argparse.Namespace) -> None:
     labels, results = manifest.get("labels") or [], []
     output = manifest.get("output") or {}
     post = output.get("postprocess") or ("values" if output.get("task") == "regression" else "")
+    if post == "boxes":  # a detector: NMS-decoded boxes per input (detect.py, beside this file)
+        import detect
+
+        size = manifest["input"]["shape"][:2]
+        rows = detect.decode(dequantize_all(raw, model.outputs), size, len(labels))
+        print(detect.show(names, args.inputs, rows, labels, size, args.draw, args.json))
+        return
     if post in ("values", "score", "labels"):  # real values, an anomaly score, sigmoid labels
         values = dequantize(raw, model.outputs[0]).reshape(len(raw), -1).astype(np.float64)
         for n, row in zip(names, values):  # noqa: B905
@@ -427,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edgetpu", action="store_true", help="Coral: run MODEL_edgetpu.tflite")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--save-raw", metavar="NPY", help="save raw output tensors")
+    parser.add_argument("--draw", metavar="DIR", help="detection: save each image with its boxes")
     args = parser.parse_args(argv)
     try:
         manifest = load_manifest()
