@@ -5,6 +5,7 @@ builder, shared by the module."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 BOX_ARGS = {"widths": [8, 16, 24, 32], "extra": 1, "head": 32}
 
@@ -162,37 +164,44 @@ def test_a_yolo_folder_trains_fomo_and_validates_int8(tmp_path) -> None:
     assert rows[("tflite-int8", "tflm")].metric["value"] is not None
 
 
-def test_raspberry_pi_bundle_prints_and_draws_the_boxes_predict_finds(box_run, box_export) -> None:
-    import json
-    import subprocess
-    import sys
-
+@pytest.fixture(scope="module")
+def pi_bundle(box_run, box_export):
+    """The raspberry-pi bundle of the tiny box detector and 16 canvases saved as PNG."""
     from PIL import Image
 
-    from toolkit.core import detection as det
     from toolkit.data.detection_synth import synth_detection
     from toolkit.package.stage import package
-    from toolkit.runtimes import open_runner
 
     out, _ = box_export
     bundle = package(out, "raspberry-pi", out=box_run.run_dir / "bundles", ignore_budget=True)
-    bundle = bundle.bundle_dir
-    assert (bundle / "detect.py").is_file()
-    run = [sys.executable, str(bundle / "run.py")]
-    done = subprocess.run([*run, "--selftest"], capture_output=True, text=True)
-    assert done.returncode == 0 and "selftest passed" in done.stdout, done.stdout + done.stderr
     x, _ = synth_detection(16, seed=11)  # the tiny net finds some boxes at score 0.5
     x = x.astype(np.uint8).astype(np.float32)  # what the PNGs hold
     paths = []
     for i, image in enumerate(x):
         paths.append(box_run.run_dir / f"canvas{i}.png")
         Image.fromarray(image[..., 0].astype(np.uint8)).save(paths[-1])
-    drawn = box_run.run_dir / "drawn"
+    return bundle.bundle_dir, x, paths
+
+
+def test_raspberry_pi_bundle_prints_and_draws_the_boxes_predict_finds(box_export, pi_bundle):
+    import json
+    import subprocess
+    import sys
+
+    from toolkit.core import detection as det
+    from toolkit.runtimes import open_runner
+
+    bundle, x, paths = pi_bundle
+    assert (bundle / "detect.py").is_file()
+    run = [sys.executable, str(bundle / "run.py")]
+    done = subprocess.run([*run, "--selftest"], capture_output=True, text=True)
+    assert done.returncode == 0 and "selftest passed" in done.stdout, done.stdout + done.stderr
+    drawn = bundle.parent / "drawn"
     done = subprocess.run([*run, *map(str, paths), "--json", "--draw", str(drawn)],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
-    with open_runner(out / "model-int8.tflite") as runner:
+    with open_runner(box_export[0] / "model-int8.tflite") as runner:
         rows = det.decode(runner.predict(x), x.shape[1:], 3)
     for item, row in zip(printed, rows, strict=True):
         want = det.boxes_view(row, ["0", "1", "2"], 0)["boxes"]
@@ -201,3 +210,22 @@ def test_raspberry_pi_bundle_prints_and_draws_the_boxes_predict_finds(box_run, b
         ]
         assert item["boxes"] == [] or Path(item["drawn"]).is_file()
     assert sum(len(item["boxes"]) for item in printed) >= 1
+
+
+def test_the_bundle_finds_the_same_boxes_on_an_emulated_raspberry_pi(pi_bundle) -> None:
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("pi_compare", REPO / "pi" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    built = compare.build_sysroot(sys.executable)
+    if built.returncode == 75:
+        pytest.skip(f"emulated Raspberry Pi sysroot cannot be built here: {built.stderr[-200:]}")
+    assert built.returncode == 0, built.stderr
+    bundle, _, paths = pi_bundle
+    args = [*map(str, paths[:8]), "--json"]
+    here = compare.run_here(bundle, *args)
+    pi = compare.run_pi(bundle, *args, sysroot=Path(built.stdout.strip().splitlines()[-1]))
+    assert here.returncode == 0 and pi.returncode == 0, pi.stderr[-400:]
+    assert json.loads(pi.stdout) == json.loads(here.stdout)  # boxes, classes and scores
