@@ -72,7 +72,7 @@ def test_decode_layouts_nms_and_map() -> None:
     flat = _box_outputs(LABELS, classes=2)
     assert det.layout(flat.shape[1], 2, (96, 96)) == ("boxes", 12, 12, 8)
     assert det.layout(12 * 12 * 3, 2, (96, 96)) == ("centroids", 12, 12, 8)
-    with pytest.raises(ValueError, match="fit neither"):
+    with pytest.raises(UserError, match="fit neither"):
         det.layout(1001, 2, (96, 96))
     decoded = det.decode(flat, (96, 96, 1), 2)
     assert decoded.shape == (2, det.MAX_DETECTIONS, 6)

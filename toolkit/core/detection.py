@@ -49,9 +49,12 @@ def layout(width: int, num_classes: int, input_hw: tuple[int, int]) -> tuple[str
             grid = grid_for(width // per_cell, h, w)
             if grid is not None:
                 return (kind, *grid)
-    raise ValueError(
+    from toolkit.core.errors import UserError
+
+    raise UserError(
         f"detection outputs of {width} values fit neither boxes+scores (G*G*(4+{num_classes})) "
-        f"nor a class map (G*G*{num_classes + 1}) on a {h}x{w} input"
+        f"nor a class map (G*G*{num_classes + 1}) on a {h}x{w} input: not a detector of this "
+        "toolkit's layouts (docs/detection.md)"
     )
 
 
