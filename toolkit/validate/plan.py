@@ -109,9 +109,12 @@ def _plan(
 # (runtime, provider or None for any) -> precisions (None: every precision) and why.
 SAMPLED: dict[tuple[str, str | None], tuple[tuple[str, ...] | None, str]] = {
     ("litert", "reference"): (None, "reference kernels, ~30x slower than XNNPACK"),
-    ("tflm", None): (None, "TFLite Micro's kernels on the host, reference-kernel speed"),
+    ("tflm", None): (None, "TFLite Micro's kernels on the host, ~2x slower than reference"),
     # XNNPACK has no int16x8 kernels: LiteRT's builtin ones run it, ~25x slower than fp32.
     ("litert", "xnnpack"): (("int16x8",), "int16x8 is not delegated to XNNPACK"),
+    # DynamicQuantizeLinear takes one activation scale per batch, so batched is not exact and
+    # the row runs batch 1: ~10x fp32's per-sample time on MobileNetV2 (183 vs 19 ms).
+    ("onnxruntime", None): (("dynamic",), "ORT dynamic int8 runs batch 1, ~10x slower than fp32"),
 }
 
 
