@@ -229,3 +229,24 @@ def test_the_bundle_finds_the_same_boxes_on_an_emulated_raspberry_pi(pi_bundle) 
     pi = compare.run_pi(bundle, *args, sysroot=Path(built.stdout.strip().splitlines()[-1]))
     assert here.returncode == 0 and pi.returncode == 0, pi.stderr[-400:]
     assert json.loads(pi.stdout) == json.loads(here.stdout)  # boxes, classes and scores
+
+
+def test_bundle_serve_py_answers_with_the_boxes_run_py_prints(pi_bundle) -> None:
+    import json
+    import subprocess
+
+    from fastapi.testclient import TestClient
+
+    from toolkit.package.bundle import load_run_module
+
+    bundle, _, paths = pi_bundle
+    serve = load_run_module(bundle / "serve.py")
+    png = {"content-type": "image/png"}
+    with TestClient(serve.create_app(bundle)) as client:
+        served = [client.post("/v1/predict", content=p.read_bytes(), headers=png) for p in paths]
+    assert all(r.status_code == 200 for r in served), served[0].text
+    command = [sys.executable, str(bundle / "run.py"), *map(str, paths), "--json"]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    want = [item["boxes"] for item in json.loads(printed)]
+    assert [r.json()["predictions"][0]["boxes"] for r in served] == want
+    assert sum(map(len, want)) >= 1

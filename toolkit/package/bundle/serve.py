@@ -12,6 +12,7 @@ of a rolling window against the reference statistics in manifest.json.
 
 import argparse
 import asyncio
+import functools
 import hmac
 import io
 import json
@@ -39,6 +40,14 @@ def _load(name: str):
 
 
 run = _load("run")  # the model, image decoding and the integrity check run.py uses
+
+
+@functools.lru_cache(maxsize=1)
+def _detector():
+    """detect.py (detection bundles only): loaded on the first detection request."""
+    return _load("detect")
+
+
 drift_math = _load("drift")  # the drift statistics (numpy only)
 reference_stats = drift_math.reference_stats
 
@@ -168,6 +177,11 @@ def create_app(
         with lock:  # one interpreter: one inference at a time
             raw = model.run_float(x)
         post = (manifest.get("output") or {}).get("postprocess") or "classes"
+        if post == "boxes":  # a detector: the boxes run.py prints (detect.py beside this file)
+            detect = _detector()
+            size = manifest["input"]["shape"][:2]
+            rows = detect.decode(run.dequantize_all(raw, model.outputs), size, len(labels))
+            return [{"boxes": detect.boxes_json(r, labels)} for r in rows], None
         if post in ("values", "score", "labels"):
             values = run.dequantize(raw, model.outputs[0]).reshape(len(raw), -1)
             return [
