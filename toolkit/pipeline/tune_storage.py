@@ -245,7 +245,25 @@ def run_worker(
         seen = counts(study)
         if sum(seen.get(s, 0) for s in (*FINISHED_STATES, *RUNNING_STATES)) >= budget:
             return
-        study.optimize(objective, n_trials=1, catch=())
+        study.optimize(_within_budget(study, objective, budget), n_trials=1, catch=())
+
+
+def _within_budget(study: Any, objective: Any, budget: int) -> Any:
+    """The objective, unless another worker created its trial between this worker's count
+    and its own: the trial with the higher number is then pruned at once, unrun (tagged
+    `over_budget`), so racing workers never run more than the budget."""
+    import optuna
+
+    def guarded(trial: Any) -> Any:
+        counted = (*FINISHED_STATES, *RUNNING_STATES)
+        before = sum(1 for t in study.get_trials(deepcopy=False)
+                     if t.number < trial.number and t.state.name in counted)  # fmt: skip
+        if before >= budget:
+            trial.set_user_attr("over_budget", True)
+            raise optuna.TrialPruned(f"trial {trial.number}: the study's budget was reached")
+        return objective(trial)
+
+    return guarded
 
 
 def spawn_workers(n: int, argv: list[str], out: Path, log: Any = None, seed: int = 0) -> list[str]:
