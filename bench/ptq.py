@@ -155,6 +155,10 @@ def ours_rows(fmt: str, probe: Any) -> tuple[list[tuple[str, dict]], list[str], 
         if not values:
             notes.append(f"{fmt} option `{name}` found, no values to try were discoverable")
         rows += [(f"{name}={v}", {name: v}) for v in values]
+    # The weight methods stack (equalize, then bias correction): one row with every bool on.
+    switches = {n: True for n, p in new.items() if isinstance(p.default, bool) and not p.default}
+    if len(switches) > 1:
+        rows.append((" + ".join(switches), switches))
     return rows, notes, "granularity" in new
 
 
@@ -449,10 +453,10 @@ def section(data: dict) -> list[str]:
     return lines
 
 
-def replace_section(results: Path, lines: list[str]) -> None:
+def replace_section(results: Path, lines: list[str], title: str = TITLE) -> None:
     from sections import replace_section as replace  # bench/sections.py (this script's dir)
 
-    replace(results, TITLE, lines)
+    replace(results, title, lines)
 
 
 def versions() -> dict[str, str]:
@@ -483,6 +487,7 @@ def main() -> int:
     parser.add_argument(
         "--merge", action="store_true", help="keep WORK/ptq.json's other models in the section"
     )
+    parser.add_argument("--title", default=TITLE, help="the RESULTS.md section to (re)write")
     args = parser.parse_args()
     if args.section_only:
         return write_section(json.loads((args.work / "ptq.json").read_text()), args)
@@ -530,11 +535,14 @@ def main() -> int:
 
 def write_section(data: dict, args: argparse.Namespace) -> int:
     lines = section(data)
+    title = getattr(args, "title", TITLE)
+    if title != TITLE:  # a run of its own, beside the main section
+        lines = [title if line == TITLE else line for line in lines]
     print("\n".join(lines))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
     if args.results:
-        replace_section(args.results, lines)
+        replace_section(args.results, lines, title)
     return 0
 
 

@@ -350,17 +350,17 @@ def _numerics(content: bytes) -> tuple:
 
 
 def test_int8_files_from_one_calibration_equal_the_converters(cnn, tmp_path):
-    """int8, int8-float-io and uint8 share one calibration run; each file computes exactly
-    what TFLiteConverter.convert() writes for that precision."""
+    """int8, int8-float-io, uint8 and int16x8 share one calibration run; each file computes
+    exactly what TFLiteConverter.convert() writes for that precision."""
     from toolkit.convert import tflite as tflite_export
     from toolkit.convert import tflite_calibrated
 
     model, x, _ = cnn
     tflite_calibrated._LAST.clear()
-    for precision in tflite_calibrated.SHARED:
+    for precision in tflite_calibrated.CALIBRATED:
         ours = convert(model, f"tflite-{precision}", tmp_path, calibration=x[:64]).read_bytes()
         converter = tflite_export.make_converter(model, precision, calibration=x[:64])
         with tflite_export._quiet_converter():
             plain = converter.convert()
         assert _numerics(ours) == _numerics(plain), precision
-    assert len(tflite_calibrated._LAST) == 1  # one calibrated model served all three
+    assert len(tflite_calibrated._LAST) == 1  # one calibrated model served all four

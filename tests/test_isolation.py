@@ -102,3 +102,24 @@ def test_slow_rows_run_on_a_subset_and_say_how_bit_exact(tmp_path) -> None:
     full = validate(artifacts[:1], data, reference=model, latency_runs=0, progress=False,
                     reference_samples=None)  # fmt: skip
     assert all(r.samples is None for r in full.artifacts)
+
+
+def test_a_big_models_slow_rows_get_fewer_samples_by_its_macs(tmp_path) -> None:
+    """The subset shrinks with the model's MACs per sample (MobileNetV2-224: 85), never below
+    the floor, never above the limit; the MACs are read from the artifact itself."""
+    import keras
+
+    from toolkit.convert import convert
+    from toolkit.validate.plan import SUBSET_FLOOR, artifact_macs, subset_size
+
+    assert subset_size(256, 300_000_000) == 85
+    assert subset_size(256, 10_000_000) == 256  # a small model keeps the whole limit
+    assert subset_size(256, 10**12) == SUBSET_FLOOR
+    assert subset_size(40, 10**12) == 40  # the floor never raises an explicit limit
+    assert subset_size(None, 300_000_000) is None  # --full-reference: every sample
+    assert subset_size(256, None) == 256
+    inputs = keras.Input((12,), name="input")
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Dense(16)(inputs)))
+    path = convert(model, "tflite-fp32", tmp_path)
+    assert artifact_macs(path) == 12 * 16 + 16 * 4
+    assert artifact_macs(tmp_path / "missing.tflite") is None

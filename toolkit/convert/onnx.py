@@ -182,10 +182,11 @@ def export_onnx(
     opset: int = 17,
     nodes_to_exclude: Sequence[str] | None = None,
     input_signature: Sequence[Any] | None = None,
-    reduce_range: bool = True,
+    reduce_range: bool | None = None,
     granularity: str = "per-channel",
     ranges: str = "minmax",
     equalize: bool = False,
+    bias_correction: bool = False,
 ) -> Path:
     """Convert a Keras model to an `.onnx` file at `precision`; return the written path.
 
@@ -200,21 +201,37 @@ def export_onnx(
         reduce_range: 7-bit weights for "int8" and "dynamic". ORT's u8s8 integer kernels on
             x86 CPUs without VNNI (AVX2, AVX-512F) saturate int16 sums with full 8-bit
             weights: a Dense model on 0..255 inputs was off by 38 (int8) / 27 (dynamic) here,
-            2.7 / 2.0 with reduce_range. Turn off only for Arm or VNNI targets.
+            2.7 / 2.0 with reduce_range. Turn off only for Arm or VNNI targets. Default
+            (None): on per channel, off per tensor: 7-bit weights with one scale per tensor
+            lost 19 pp where 8-bit lost 5.5 (bench/RESULTS.md, vww_transfer_full), and
+            per-tensor targets (NPUs, DSPs) run int8 natively.
         granularity: "per-channel" (default) or "per-tensor" weight scales for "int8"
             ("dynamic" keeps ORT's per-tensor default either way).
         ranges: "int8" activation ranges by ORT's calibrators: "minmax" (default),
             "percentile" (99.999) or "entropy".
-           equalize: cross-layer equalization of the Keras weights first (ReLU6 becomes
+        equalize: cross-layer equalization of the Keras weights first (ReLU6 becomes
             ReLU; see `equalize`); for depthwise-separable nets, per tensor above all.
+        bias_correction: move each layer's bias by the output shift its int8 weights cause
+            (on the calibration samples; see `bias_correct`), for "int8".
     """
     import onnx
 
     model = check_model(model)
+    if reduce_range is None:
+        reduce_range = granularity != "per-tensor"
     if equalize:
         from toolkit.convert.equalize import equalized
 
         model = equalized(model)
+    if bias_correction:
+        if precision != "int8":
+            raise UserError(f"bias_correction applies to onnx int8; got precision {precision!r}")
+        from toolkit.convert.bias_correct import corrected
+
+        shape = default_input_shape(model, batch=None)
+        calibration = check_calibration(calibration, shape, "onnx-int8")
+        levels = 64 if reduce_range else 127  # ORT's symmetric int8 weights, 7-bit or 8-bit
+        model = corrected(model, calibration, "onnx", granularity == "per-tensor", levels)
     filepath = Path(filepath)
     if filepath.suffix != ".onnx":
         raise UserError(f"expected a filepath ending in .onnx; got {str(filepath)!r}")

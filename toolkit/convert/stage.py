@@ -68,8 +68,9 @@ def check_calibration(formats: list[Format], calibration: np.ndarray | None) -> 
 
 
 def quantization_options(
-    formats: list[Format], granularity: str | None, ranges: str | None, equalize: bool = False
-) -> dict[str, dict[str, Any]]:
+    formats: list[Format], granularity: str | None, ranges: str | None, equalize: bool = False,
+    bias_correction: bool = False,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Per-artifact exporter options for `--granularity` and `--ranges`.
 
     Granularity goes to every quantized precision; ranges to the calibrated int8 artifacts
@@ -85,12 +86,7 @@ def quantization_options(
     for fmt in formats:
         opts: dict[str, Any] = {}
         if granularity and fmt.precision not in ("fp32", "fp16") and fmt.format != "keras":
-            opts["granularity"] = granularity
-            if granularity == "per-tensor" and fmt.format == "onnx":
-                # 7-bit weights (reduce_range, our default for x86 without VNNI) on top of
-                # one scale per tensor lost 19 pp where ORT's 8-bit default lost 5.5
-                # (bench/RESULTS.md, vww_transfer_full); per-tensor targets run int8 natively.
-                opts["reduce_range"] = False
+            opts["granularity"] = granularity  # (ONNX per tensor: 8-bit weights, see onnx.py)
         if ranges and fmt.needs_calibration and fmt.precision != "int16x8":
             if ranges not in supported[fmt.format]:
                 raise UserError(
@@ -100,6 +96,8 @@ def quantization_options(
             opts["ranges"] = ranges
         if equalize and fmt.format != "keras" and fmt.precision not in ("fp32", "fp16"):
             opts["equalize"] = True  # float files stay the original model, for comparison
+        if bias_correction and fmt.needs_calibration and fmt.format != "keras":
+            opts["bias_correction"] = True
         if opts:
             options[fmt.name] = opts
     return options

@@ -221,6 +221,7 @@ def export_tflite(
     granularity: str = "per-channel",
     ranges: str = "minmax",
     equalize: bool = False,
+    bias_correction: bool = False,
 ) -> Path:
     """Convert a Keras model to a `.tflite` file at `precision`; return the written path.
 
@@ -237,14 +238,25 @@ def export_tflite(
             precisions (float ones ignore it).
         ranges: activation ranges for int8 / int8-float-io / uint8: "minmax" (the
             converter's), "percentile" or "mse" (see `tflite_ranges`).
-           equalize: cross-layer equalization of the Keras weights first (ReLU6 becomes
+        equalize: cross-layer equalization of the Keras weights first (ReLU6 becomes
             ReLU; see `equalize`); for depthwise-separable nets, per tensor above all.
+        bias_correction: move each layer's bias by the output shift its int8 weights cause
+            (on the calibration samples; see `bias_correct`), for the calibrated precisions.
     """
     model = check_model(model)
     if equalize:
         from toolkit.convert.equalize import equalized
 
         model = equalized(model)
+    if bias_correction:
+        if precision not in FULL_INTEGER:
+            raise UserError(f"bias_correction applies to tflite {', '.join(FULL_INTEGER)}; "
+                            f"got precision {precision!r}")  # fmt: skip
+        from toolkit.convert.bias_correct import corrected
+
+        shape = sig.input_signature(model, input_signature)[0].shape
+        calibration = check_calibration(calibration, shape, f"tflite-{precision}")
+        model = corrected(model, calibration, "tflite", granularity == "per-tensor", 127)
     filepath = Path(filepath)
     if filepath.suffix != ".tflite":
         raise UserError(f"expected a filepath ending in .tflite; got {str(filepath)!r}")
@@ -277,7 +289,7 @@ def export_tflite(
         )
     else:
         try:
-            if precision in tflite_calibrated.SHARED:  # one calibration for the three int8s
+            if precision in tflite_calibrated.CALIBRATED:  # one calibration for all four
                 calibration = check_calibration(
                     calibration, sig.input_signature(model, input_signature)[0].shape,
                     f"tflite-{precision}",

@@ -48,6 +48,7 @@ def run_export(
     granularity: str | None = None,
     ranges: str | None = None,
     equalize: bool = False,
+    bias_correction: bool = False,
     fits: str | None = None,
 ) -> Any:
     """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
@@ -108,11 +109,13 @@ def run_export(
             raise UserError(f"--fits {device.name} runs TFLite Micro (.tflite only); "
                             f"drop {', '.join(other)} from --formats")  # fmt: skip
     chosen_formats = select(formats, None if auto else precisions)
-    if auto and (granularity or ranges or equalize):
-        raise UserError("--granularity, --ranges and --equalize apply to named precisions")
+    if auto and (granularity or ranges or equalize or bias_correction):
+        raise UserError("--granularity, --ranges, --equalize and --bias-correction apply to "
+                        "named precisions")  # fmt: skip
     from toolkit.convert.stage import quantization_options
 
-    quant_opts = quantization_options(chosen_formats, granularity, ranges, equalize)
+    quant_opts = quantization_options(chosen_formats, granularity, ranges, equalize,
+                                      bias_correction)  # fmt: skip
     ds = dataset_for_model(loaded, data, seed, task=task, target=target)
     needs_calib = auto or any(f.needs_calibration for f in chosen_formats)
     if ds is None and (needs_calib or max_drop is not None or min_sqnr is not None):
@@ -251,6 +254,10 @@ def _ptq_of(row: Any, options: dict[str, dict[str, Any]], model: Any) -> dict[st
         from toolkit.convert.equalize import cached
 
         ptq["equalize"] = cached(model).summary  # or "skipped: <why>"
+    if opts.get("bias_correction"):
+        from toolkit.convert.bias_correct import SUMMARY
+
+        ptq["bias_correction"] = SUMMARY.get(row.format, "not run")
     return ptq
 
 

@@ -127,10 +127,37 @@ def sampled_reason(combo: tuple[str, str], precision: str) -> str | None:
     return None
 
 
+# A subset row's work: `reference_samples` samples of a model up to 100 M multiply-accumulates
+# per sample, fewer samples of a bigger one, never fewer than SUBSET_FLOOR. Reference kernels run
+# ~1 GMAC/s here: MobileNetV2-1.0-224 (300 M MACs) gets 85 samples, ~32 s per row instead of 96.
+SUBSET_MACS = 256 * 100_000_000
+SUBSET_FLOOR = 64
+
+
+def subset_size(limit: int | None, macs: int | None) -> int | None:
+    """How many samples a slow row runs on: `limit`, capped by the MAC budget (None: all)."""
+    if limit is None or not macs:
+        return limit
+    return min(limit, max(SUBSET_FLOOR, SUBSET_MACS // int(macs)))
+
+
+def artifact_macs(path: Path) -> int | None:
+    """Multiply-accumulates per sample of a .tflite / .onnx artifact (None when unknown)."""
+    from toolkit.core.model_stats import onnx_stats, tflite_stats
+
+    read = {".tflite": tflite_stats, ".onnx": onnx_stats}.get(path.suffix.lower())
+    try:
+        return int(read(path)["macs"]) if read else None
+    except Exception:  # stats are best effort: a foreign graph keeps the plain limit
+        return None
+
+
 def _sampled(
-    combo: tuple[str, str], precision: str, data: EvalData, limit: int | None
-) -> EvalData | None:
+    combo: tuple[str, str], precision: str, data: EvalData, limit: int | None,
+    macs: int | None = None,
+) -> EvalData | None:  # fmt: skip
     """The subset a slow row runs on, or None for the full data."""
+    limit = subset_size(limit, macs)
     if sampled_reason(combo, precision) is None or limit is None or len(data.x) <= limit:
         return None
     return data.head(limit)

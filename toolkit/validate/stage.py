@@ -22,7 +22,15 @@ from toolkit.core.formats import Format
 from toolkit.core.model_stats import weights_digest
 from toolkit.core.report import ArtifactResult, Report, collect_versions, now_iso
 from toolkit.data.evaldata import EvalData, predict_batched
-from toolkit.validate.plan import _plan, _sampled, artifact_format, discover_artifacts, runtimes_for
+from toolkit.validate.plan import (
+    _plan,
+    _sampled,
+    artifact_format,
+    artifact_macs,
+    discover_artifacts,
+    runtimes_for,
+    sampled_reason,
+)
 from toolkit.validate.scoring import drop_statistics, headline_value, metric_outputs, score
 
 __all__ = [
@@ -134,14 +142,34 @@ def _measure(
     return result
 
 
-def _reference(reference: Any, data: EvalData) -> dict[str, Any]:
-    """The Keras model's outputs and headline metric on the held-out data."""
+def _reference(reference: Any, data: EvalData, stage: Any = None) -> dict[str, Any]:
+    """The Keras model's outputs and headline metric on the held-out data; `stage` (a
+    StagedInputs) is written meanwhile: with the batches this pass decodes, or from a thread
+    while Keras runs (the write then costs no wall time)."""
+    import threading
+
     from toolkit.core.tasks import headline
+    from toolkit.data.evaldata import StreamedInputs
     from toolkit.runtimes import open_runner
 
     metric, higher_is_better = headline(data.metric_task)
     with open_runner(reference, runtime="keras") as runner:
-        outputs = predict_batched(runner.predict, data.x)
+        if stage is not None and isinstance(data.x, StreamedInputs):
+            parts = []
+            for batch in data.x.batches():
+                stage.write(batch)
+                parts.append(np.asarray(runner.predict(batch)))
+            outputs = np.concatenate(parts)
+        else:
+            writer = None if stage is None else threading.Thread(target=stage.write,
+                                                                 args=(data.x,))  # fmt: skip
+            if writer is not None:
+                writer.start()
+            try:
+                outputs = predict_batched(runner.predict, data.x)
+            finally:
+                if writer is not None:
+                    writer.join()
         digest = weights_digest(runner.model)
     outputs = outputs.reshape(len(outputs), -1)
     scores = metric_outputs(data, outputs)  # what the task scores (the outputs themselves
@@ -176,7 +204,6 @@ def _head_reference(ref: dict[str, Any], data: EvalData) -> dict[str, Any]:
 def _mark_bit_exact(results: list[ArtifactResult]) -> None:
     """A subset row's `bit_exact`: the fraction of its samples whose outputs equal, bit for
     bit, those of the same artifact's full row (XNNPACK for a .tflite), when it has one."""
-    from toolkit.validate.plan import sampled_reason
 
     for row in results:
         if row.samples is None:
@@ -214,14 +241,12 @@ def validate(
     such children (default: one per core) run the accuracy passes at once; latency is then
     measured one artifact at a time (`schedule`).
     LiteRT's reference kernels prove the numerics independently of XNNPACK, not the accuracy
-    again, and run ~30x slower: they see the first `reference_samples` samples (None: all); such
-    a row's `samples` says how many, its drop is against the reference on the same samples, and
+    again, and run ~30x slower: they see the first `reference_samples` samples (None: all),
+    fewer for a model over 100 M MACs per sample (`plan.subset_size`); such a row's `samples`
+    says how many, its drop is against the reference on the same samples, and
     `bit_exact` is the fraction of those whose outputs equal the XNNPACK row's exactly.
     """
     import tempfile
-
-    from toolkit.core.progress import console, progress_bar
-    from toolkit.validate.schedule import Job, default_jobs, run_jobs
 
     if not artifacts:
         raise UserError("nothing to validate: no artifacts given")
@@ -234,9 +259,36 @@ def validate(
         if not path.is_file():
             raise UserError(f"artifact not found: {path}")
     plan = _plan(paths, runtimes)
+    scratch = None
+    if isolate and any(combo[0] != "keras" for _, _, combo in plan):
+        scratch = tempfile.TemporaryDirectory(prefix="keras-edge-inputs-")
+    try:
+        return _validate(plan, data, reference, scratch, latency_runs, progress,
+                         reference_samples, jobs)  # fmt: skip
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _validate(
+    plan: list[Any], data: EvalData, reference: Any, scratch: Any, latency_runs: int,
+    progress: bool, reference_samples: int | None, jobs: int | None,
+) -> Report:  # fmt: skip
+    """`validate` after its checks; `scratch` (a temporary directory, or None to run every row
+    in this process) receives the staged inputs."""
+    from toolkit.core.progress import console, progress_bar
+    from toolkit.validate.isolation import StagedInputs
+    from toolkit.validate.schedule import Job, default_jobs, run_jobs
+
     clock = time.perf_counter()
-    ref = _reference(reference, data)
+    stage = None if scratch is None else StagedInputs(tuple(data.x.shape), Path(scratch.name))
+    try:
+        ref = _reference(reference, data, stage)
+    finally:
+        staged = None if stage is None else stage.close()
     timings: dict[str, Any] = {"reference_s": time.perf_counter() - clock}
+    if stage is not None:
+        timings["stage_s"] = stage.seconds  # inside reference_s, overlapped with Keras
     clock = time.perf_counter()
     sizes: dict[Path, tuple[int, int]] = {}
     for path, _, _ in plan:
@@ -244,9 +296,11 @@ def validate(
             content = path.read_bytes()
             sizes[path] = (len(content), len(gzip.compress(content, compresslevel=9)))
     # Each row's data and reference: the full split, or a slow runtime's deterministic subset.
-    rows_in = []
+    rows_in, macs = [], {}
     for path, fmt, combo in plan:
-        sub = _sampled(combo, fmt.precision, data, reference_samples)
+        if sampled_reason(combo, fmt.precision) and path not in macs:
+            macs[path] = artifact_macs(path)  # a big model's slow rows get fewer samples
+        sub = _sampled(combo, fmt.precision, data, reference_samples, macs.get(path))
         rows_in.append((path, fmt, combo, sub or data, _head_reference(ref, sub) if sub else ref))
     rows: dict[int, ArtifactResult] = {}
     bar = progress_bar() if progress else None
@@ -273,20 +327,16 @@ def validate(
             _, fmt, combo, _, _ = rows_in[job.key]
             bar.update(task_id, status=f"{fmt.name} on {combo[0]}/{combo[1]}")
 
-    scratch = tempfile.TemporaryDirectory(prefix="keras-edge-inputs-") if isolate else None
     if bar:
         bar.start()
     try:
         isolated = [k for k, (_, _, combo, _, _) in enumerate(rows_in)
-                    if scratch is not None and combo[0] != "keras"]  # fmt: skip
+                    if staged is not None and combo[0] != "keras"]  # fmt: skip
         for key, (path, _, combo, row_data, _) in enumerate(rows_in):
             if key not in isolated:
                 started(Job(key, path, *combo))
                 done(key, _in_process(path, combo, row_data, latency_runs))
         if isolated:
-            from toolkit.validate.isolation import stage_inputs
-
-            staged = stage_inputs(data.x, Path(scratch.name))  # type: ignore[union-attr]
             work = [Job(k, rows_in[k][0], *rows_in[k][2], limit=len(rows_in[k][3].x))
                     for k in isolated]  # fmt: skip
             timings["jobs"] = workers = min(jobs or default_jobs(), len(work))
@@ -305,8 +355,6 @@ def validate(
     finally:
         if bar:
             bar.stop()
-        if scratch is not None:
-            scratch.cleanup()
     timings["accuracy_s"] = time.perf_counter() - clock - timings.get("latency_s", 0.0)
     results = [rows[k] for k in range(len(rows_in))]
     _mark_bit_exact(results)

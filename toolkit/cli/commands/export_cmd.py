@@ -160,6 +160,12 @@ def export_command(
         help="Cross-layer equalization of the Keras weights before quantizing (ReLU6 becomes "
         "ReLU): for depthwise-separable nets, per-tensor above all.",
     ),
+    bias_correction: bool = typer.Option(
+        False,
+        "--bias-correction",
+        help="Move each layer's bias by the mean output shift its int8 weights cause, "
+        "measured on the calibration samples (int8 precisions; after --equalize).",
+    ),
     fits: str | None = typer.Option(
         None,
         "--fits",
@@ -201,7 +207,7 @@ def export_command(
             input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
             task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
             full_reference=full_reference, jobs=jobs, granularity=granularity, ranges=ranges,
-            equalize=equalize, fits=fits,
+            equalize=equalize, bias_correction=bias_correction, fits=fits,
         )  # fmt: skip
     result, report = tracked["result"], tracked["report"]
     if report is not None:
