@@ -234,9 +234,10 @@ def section(data: dict) -> list[str]:
               f"| exit code | {run['exit']} |",
               f"| total wall time | {run['wall_s'] / 60:.1f} min |",
               f"| peak RSS, export + workers summed (shared pages counted per process) | "
-              f"{run['peak_rss'] / 2**30:.2f} GiB |",
+              f"{run['peak_rss'] / 2**30:.2f} GiB ({run['peak_rss'] / 1e9:.2f} GB) |",
               *([f"| peak PSS, export + workers summed (shared pages split) | "
-                 f"{run['peak_pss'] / 2**30:.2f} GiB |"] if run.get("peak_pss") else []),
+                 f"{run['peak_pss'] / 2**30:.2f} GiB ({run['peak_pss'] / 1e9:.2f} GB) |"]
+                if run.get("peak_pss") else []),
               f"| conversion (every artifact) | {t['convert_s'] / 60:.1f} min |",
               f"| Keras reference pass | {t['reference_s']:.0f} s |",
               f"| accuracy pass ({t.get('jobs', 1)} workers) | {t['accuracy_s'] / 60:.1f} min |",

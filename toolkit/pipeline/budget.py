@@ -8,9 +8,14 @@ Per format, rungs run cheapest first; each candidate is converted, measured in i
 runtime on the *validation* split (the test split stays for the final report, so choosing does
 not peek at it), and the first rung inside the budget wins:
 
-  tflite: int8 -> int8-float-io -> int8 with the most sensitive layers kept float (LiteRT's
-          quantization debugger ranks them) -> int16x8 -> dynamic -> fp16 -> fp32
-  onnx:   int8 -> int8 with the last quantizable nodes kept float -> dynamic -> fp16 -> fp32
+  tflite: int8 -> int8 of the equalized, bias-corrected weights -> int8-float-io -> int8
+          with the most sensitive layers kept float (LiteRT's quantization debugger ranks
+          them) -> int16x8 -> dynamic -> fp16 -> fp32
+  onnx:   int8 -> int8 of the equalized, bias-corrected weights -> int8 with the last
+          quantizable nodes kept float -> dynamic -> fp16 -> fp32
+
+The corrected int8 rung has the plain int8's size and latency (only biases and channel scales
+change; `toolkit.convert.equalize`, `bias_correct`): it costs conversion time only.
 
 With a firmware target (`--fits mcu-cortex-m`), a rung whose artifact does not fit the board's
 flash or RAM (TFLM arena measured) is skipped before it is measured, and the ladder says why.
@@ -110,10 +115,15 @@ def _onnx_quantizable_nodes(fp32_path: Path) -> list[str]:
     return [n.name for n in reversed(graph.node) if n.op_type in kinds and n.name]
 
 
+CORRECTED = "full int8, equalized + bias-corrected weights (same size and latency)"
+CORRECTED_OPTIONS = {"equalize": True, "bias_correction": True}
+
+
 def tflite_rungs(model: Any, calibration: np.ndarray, float_io: bool = True) -> Iterator[Rung]:
     """The TFLite ladder; `float_io=False` (a device that takes integer I/O only) skips the
     sensitivity analysis, whose rungs all have float I/O."""
     yield Rung("tflite-int8", "full int8, int8 input/output")
+    yield Rung("tflite-int8", CORRECTED, dict(CORRECTED_OPTIONS))
     yield Rung("tflite-int8-float-io", "int8 internals, float input/output")
     sensitive = _tflite_sensitive(model, calibration) if float_io else []
     for k in SENSITIVE_STEPS:
@@ -130,6 +140,7 @@ def tflite_rungs(model: Any, calibration: np.ndarray, float_io: bool = True) -> 
 
 def onnx_rungs(model: Any, scratch: Path) -> Iterator[Rung]:
     yield Rung("onnx-int8", "static QDQ int8, per-channel")
+    yield Rung("onnx-int8", CORRECTED, dict(CORRECTED_OPTIONS))
     fp32 = convert(model, BY_NAME["onnx-fp32"], scratch / "probe")
     nodes = _onnx_quantizable_nodes(fp32)
     for k in SENSITIVE_STEPS:
