@@ -26,6 +26,8 @@ WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense")
 HOMOGENEOUS = ("ZeroPadding2D", "GlobalAveragePooling2D", "AveragePooling2D", "MaxPooling2D",
                "Dropout")  # fmt: skip
 ITERATIONS = 2  # the paper iterates until ranges settle; two passes get most of it
+DEAD = 1e-6  # a channel range below this fraction of its tensor's widest is left alone
+MAX_SCALE = 1e3
 
 
 @dataclass
@@ -161,9 +163,12 @@ def _scale_pair(a: Any, bn: Any, b: Any) -> bool:
     if r1.shape != r2.shape or (type(b).__name__ == "DepthwiseConv2D"
                                 and b.get_weights()[0].shape[-1] != 1):  # fmt: skip
         return False
-    ok = (r1 > 0) & (r2 > 0)
+    # A dead channel (range ~1e-30 next to ~1: pretrained MobileNets have them) would get a
+    # scale of 1e11 and wreck the tensor's quantization: such channels, below DEAD of their
+    # tensor's widest, stay as they are, and no scale leaves [1/MAX_SCALE, MAX_SCALE].
+    ok = (r1 > DEAD * r1.max()) & (r2 > DEAD * r2.max())
     s = np.ones_like(r1)
-    s[ok] = np.sqrt(r1[ok] / r2[ok])
+    s[ok] = np.clip(np.sqrt(r1[ok] / r2[ok]), 1.0 / MAX_SCALE, MAX_SCALE)
     if bn is not None:  # BN output channel i scaled by 1/s_i: gamma and beta both
         weights = bn.get_weights()
         names = [w.path.split("/")[-1] for w in bn.weights]
