@@ -292,3 +292,22 @@ def test_bad_inputs_are_user_errors(tmp_path):
         validate([tmp_path / "model-fp32.tflite"], data, reference=None)
     with pytest.raises(UserError, match="nothing to validate"):
         validate([], data, reference=None)
+
+
+def test_one_bar_spans_the_stages_inside_overall() -> None:
+    """An export's conversion and validation share one bar: each stage adds its steps to
+    the total (so the count and the ETA cover both), and the status names the stage."""
+    from toolkit.core.progress import StageBar, overall
+
+    with overall("export"):
+        convert = StageBar("convert", 3)
+        shared = next(t for t in convert.bar.tasks if t.id == convert.task)
+        for _ in range(3):
+            convert.advance()
+        validate = StageBar("validate", 5)
+        validate.status("tflite-int8 on litert/xnnpack")
+        assert validate.bar is convert.bar and validate.task == convert.task
+        assert (shared.total, shared.completed) == (8, 3)
+        assert shared.fields["status"] == "validate: tflite-int8 on litert/xnnpack"
+    alone = StageBar("validate", 2)  # outside an export: a bar of its own
+    assert alone.bar is not convert.bar and alone.status("x") is None

@@ -20,7 +20,7 @@ import numpy as np
 
 from toolkit.convert import Format, convert
 from toolkit.convert.calibration import ConversionFailed
-from toolkit.core.progress import console, progress_bar
+from toolkit.core.progress import StageBar, console
 
 MIN_CALIBRATION = 100
 
@@ -125,10 +125,9 @@ def write_artifacts(
     """
     options = options or {}
     written = []
-    with progress_bar() as bar:
-        task = bar.add_task("convert", total=len(formats), status="")
+    with StageBar("convert", len(formats)) as bar:
         for fmt in formats:
-            bar.update(task, status=fmt.name)
+            bar.status(fmt.name)
             opts = dict(options.get(fmt.name, {}))
             if fmt.format == "onnx":
                 opts.setdefault("opset", opset)
@@ -143,7 +142,7 @@ def write_artifacts(
                     skipped.append(row)
             if seconds is not None:
                 seconds[fmt.name] = round(time.perf_counter() - start, 2)
-            bar.advance(task)
+            bar.advance()
     return written
 
 

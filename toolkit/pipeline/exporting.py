@@ -187,12 +187,15 @@ def run_export(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     else:
+        from toolkit.core.progress import overall
         from toolkit.pipeline.variants import optimized_artifacts
 
-        # A run with RUN/optimized/: its twins go into the same dir and report.
-        with optimized_artifacts(loaded, chosen_formats, calibration=calibration, opset=opset,
-                                 enabled=optimized, export_dir=export_dir,
-                                 force=force, skipped=skipped) as variants:  # fmt: skip
+        # A run with RUN/optimized/: its twins go into the same dir and report. One bar for
+        # conversion and validation: its count and ETA cover the whole export.
+        with overall("export"), optimized_artifacts(
+            loaded, chosen_formats, calibration=calibration, opset=opset, enabled=optimized,
+            export_dir=export_dir, force=force, skipped=skipped,
+        ) as variants:  # fmt: skip
             result = export(
                 loaded.model, chosen_formats, export_dir, calibration=calibration,
                 input_spec=loaded.input_spec_path, opset=opset, force=force, finish=finish,

@@ -276,10 +276,13 @@ def _validate(
 ) -> Report:  # fmt: skip
     """`validate` after its checks; `scratch` (a temporary directory, or None to run every row
     in this process) receives the staged inputs."""
-    from toolkit.core.progress import console, progress_bar
+    from toolkit.core.progress import StageBar, console
     from toolkit.validate.isolation import StagedInputs
     from toolkit.validate.schedule import Job, default_jobs, run_jobs
 
+    bar = StageBar("validate", len(plan)) if progress else None
+    if bar:
+        bar.status("Keras reference pass")
     clock = time.perf_counter()
     stage = None if scratch is None else StagedInputs(tuple(data.x.shape), Path(scratch.name))
     try:
@@ -303,8 +306,6 @@ def _validate(
         sub = _sampled(combo, fmt.precision, data, reference_samples, macs.get(path))
         rows_in.append((path, fmt, combo, sub or data, _head_reference(ref, sub) if sub else ref))
     rows: dict[int, ArtifactResult] = {}
-    bar = progress_bar() if progress else None
-    task_id = bar.add_task("validate", total=len(plan), status="") if bar else None
 
     def done(key: int, outcome: Any) -> None:
         path, fmt, combo, row_data, row_ref = rows_in[key]
@@ -316,7 +317,7 @@ def _validate(
         if row_data is not data:
             row.samples = len(row_data.x)
         if bar:
-            bar.advance(task_id)
+            bar.advance()
             if bar.disable:  # a log, not a terminal: one line per finished row
                 console.print(
                     f"validate {row.summary()}", highlight=False, markup=False, soft_wrap=True
@@ -325,7 +326,7 @@ def _validate(
     def started(job: Job) -> None:
         if bar:
             _, fmt, combo, _, _ = rows_in[job.key]
-            bar.update(task_id, status=f"{fmt.name} on {combo[0]}/{combo[1]}")
+            bar.status(f"{fmt.name} on {combo[0]}/{combo[1]}")
 
     if bar:
         bar.start()
