@@ -123,3 +123,35 @@ def test_a_big_models_slow_rows_get_fewer_samples_by_its_macs(tmp_path) -> None:
     path = convert(model, "tflite-fp32", tmp_path)
     assert artifact_macs(path) == 12 * 16 + 16 * 4
     assert artifact_macs(tmp_path / "missing.tflite") is None
+
+
+def test_a_failing_reference_pass_raises_its_own_error(tmp_path) -> None:
+    """The inputs are staged during the Keras pass; when that pass fails, its error is what
+    the caller sees (not the staging's "staged 0 inputs" check), and nothing is left over."""
+    import keras
+
+    from toolkit.convert import convert
+    from toolkit.core.errors import UserError
+    from toolkit.data.evaldata import EvalData
+    from toolkit.validate.stage import validate
+
+    inputs = keras.Input((4,), name="input")
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    artifact = convert(model, "tflite-fp32", tmp_path)
+    wide = keras.Input((5,))
+    other = keras.Model(wide, keras.layers.Dense(2)(wide))  # takes 5 features, gets 4
+    from toolkit.data.evaldata import StreamedInputs
+
+    class Split:  # an image folder's split in miniature: decoded batch by batch
+        y = np.zeros(8, int)
+        sample_shape = (4,)
+
+        def x_batches(self, limit, seed, batch_size):
+            for i in range(0, 8, batch_size):
+                yield np.zeros((min(batch_size, 8 - i), 4), np.float32)
+
+    streamed = StreamedInputs(Split(), None, 0, lambda x: x, batch_size=4)
+    data = EvalData(streamed, Split.y, "classification")
+    with pytest.raises((UserError, ValueError)) as err:
+        validate([artifact], data, reference=other, latency_runs=0, progress=False)
+    assert "staged" not in str(err.value)

@@ -4,9 +4,10 @@ Rounding a layer's weights to int8 shifts the mean of its outputs: E[W_q x] != E
 one scale per tensor, a depthwise conv's narrow channels round to a few levels and the shift
 is systematic; after ReLU it no longer averages out, and it compounds layer after layer. This
 module simulates the converter's weight quantization (symmetric int8, per channel or per
-tensor, on the BatchNorm-folded kernel, as TFLiteConverter and onnxruntime fold it) in a copy
-of the model, measures each layer's output mean shift on the calibration samples, and moves
-the layer's bias (or its BatchNorm's moving mean) by minus that shift. Only biases change;
+tensor, on the BatchNorm-folded kernel, as TFLiteConverter and onnxruntime fold it) and its
+8-bit min-max rounding of each weighted layer's input in a copy of the model, measures each
+layer's output mean shift on the calibration samples, and moves the layer's bias (or its
+BatchNorm's moving mean) by minus that shift. Only biases change;
 the converter then quantizes the same kernels as before and carries the corrected biases.
 
 Convolution is linear, so the mean output over the samples is the layer applied to the mean
@@ -212,7 +213,8 @@ def _mean_output(layer: Any, mean_input: np.ndarray, kernel: np.ndarray) -> np.n
 
 def bias_correct(model: Any, calibration: np.ndarray, *, per_tensor: bool = False,
                  levels: int = 127) -> Corrected:  # fmt: skip
-    """A copy of `model` whose biases absorb the mean shift that int8 weight rounding causes."""
+    """A copy of `model` whose biases absorb the mean output shift that int8 rounding (of
+    the weights and of each weighted layer's input) causes."""
     import keras
 
     try:

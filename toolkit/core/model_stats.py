@@ -173,6 +173,12 @@ def _onnx_macs(node: Any, shapes: dict[str, list[int]]) -> int:
     return _prod(out) * int(weights[-2]) if len(weights) >= 2 else 0  # MatMul: B [..., K, N]
 
 
+def artifact_stats(path: Path) -> dict[str, Any] | None:
+    """`tflite_stats` or `onnx_stats` by the file's suffix; None for any other file."""
+    read = {".tflite": tflite_stats, ".onnx": onnx_stats}.get(Path(path).suffix.lower())
+    return read(path) if read is not None else None
+
+
 def weights_digest(model: Any) -> str | None:
     """sha256 of the model's weights in order: the same trained model, whatever file holds it
     (a .keras zip carries a save date, so file hashes differ for identical models)."""

@@ -90,6 +90,10 @@ class StagedInputs:
         self._written += len(batch)
         self.seconds += time.perf_counter() - start
 
+    def abort(self) -> None:
+        """Close the file after a failed pass (its directory is removed by the caller)."""
+        self._file.close()
+
     def close(self) -> Path:
         self._file.close()
         if self._written != self.shape[0]:

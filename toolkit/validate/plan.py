@@ -143,11 +143,11 @@ def subset_size(limit: int | None, macs: int | None) -> int | None:
 
 def artifact_macs(path: Path) -> int | None:
     """Multiply-accumulates per sample of a .tflite / .onnx artifact (None when unknown)."""
-    from toolkit.core.model_stats import onnx_stats, tflite_stats
+    from toolkit.core.model_stats import artifact_stats
 
-    read = {".tflite": tflite_stats, ".onnx": onnx_stats}.get(path.suffix.lower())
     try:
-        return int(read(path)["macs"]) if read else None
+        stats = artifact_stats(path)
+        return int(stats["macs"]) if stats else None
     except Exception:  # stats are best effort: a foreign graph keeps the plain limit
         return None
 

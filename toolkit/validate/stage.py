@@ -287,8 +287,11 @@ def _validate(
     stage = None if scratch is None else StagedInputs(tuple(data.x.shape), Path(scratch.name))
     try:
         ref = _reference(reference, data, stage)
-    finally:
-        staged = None if stage is None else stage.close()
+    except BaseException:
+        if stage is not None:  # the pass's own error, not "staged N of M inputs"
+            stage.abort()
+        raise
+    staged = None if stage is None else stage.close()
     timings: dict[str, Any] = {"reference_s": time.perf_counter() - clock}
     if stage is not None:
         timings["stage_s"] = stage.seconds  # inside reference_s, overlapped with Keras

@@ -92,13 +92,10 @@ def _shown(item: dict[str, Any]) -> str:
 
 def _details(path: Path) -> dict[str, Any]:
     """Format-specific facts read from the file: ops, params, estimated MACs (TFLite, ONNX)."""
-    from toolkit.core.model_stats import onnx_stats, tflite_stats
+    from toolkit.core.model_stats import artifact_stats
 
-    read = {".tflite": tflite_stats, ".onnx": onnx_stats}.get(path.suffix.lower())
-    if read is None:
-        return {}
     try:  # the runtime already loaded the file; a graph it runs but we cannot parse is foreign
-        return read(path)
+        return artifact_stats(path) or {}
     except Exception as exc:
         raise UserError(f"{path}: loads, but its graph cannot be read for stats: {exc}") from exc
 
