@@ -73,7 +73,7 @@ def run(keys: list[str], grans: list[str], work: Path, sizes: tuple[int, ...]) -
         m = ptq.prepare(work, key, max(sizes), None)
         ref_out, _ = ptq.measure(m["model"], m["x"])
         entry: dict[str, Any] = {"key": key, "what": m["what"], "scored": len(m["y"]),
-                                 "float": float(np.mean(ref_out.argmax(-1) == m["y"])),
+                                 "float": ptq.score(ref_out, ref_out, m["test"])["metric"],
                                  "rows": []}  # fmt: skip
         for gran in grans:
             for n in sizes:
@@ -83,7 +83,7 @@ def run(keys: list[str], grans: list[str], work: Path, sizes: tuple[int, ...]) -
                     row: dict[str, Any] = {"granularity": gran, "samples": n, "method": label}
                     try:
                         outputs, _ = ptq.measure(make(), m["x"])
-                        row.update(ptq.score(outputs, ref_out, m["y"]))
+                        row.update(ptq.score(outputs, ref_out, m["test"]))
                     except Exception as exc:
                         row["error"] = f"{type(exc).__name__}: {str(exc)[:120]}"
                     print(key, gran, n, label, row.get("error") or f"{row['drop_pp']:+.2f} pp",

@@ -34,19 +34,37 @@ TRAINED = {
         "ptq-mobilenet_v3_small", "mobilenet_v3_small", {"alpha": 1.0, "minimalistic": False}, 10
     ),
 }
-# A pretrained depthwise-separable net: vww_96.h5's MobileNetV1-0.25 backbone with a 10-class
-# head, fine-tuned on CIFAR-10 by the built-in recipe (3,000 images; see bench/RESULTS.md).
+# Built-in recipes (models/*.yaml), trained as shipped unless `changes` says otherwise:
+# key -> (recipe file, {dotted.key: value}). vww_transfer*: vww_96.h5's pretrained
+# MobileNetV1-0.25 backbone with a 10-class head, fine-tuned on CIFAR-10 (3,000 images; _full:
+# every image, the 7k/1k/2k split of the other CIFAR models).
 TRANSFER_RECIPE = "models/cifar10-vww-transfer.yaml"
+FROM_RECIPES: dict[str, tuple[str, dict]] = {
+    "vww_transfer": (TRANSFER_RECIPE, {}),
+    "vww_transfer_full": (TRANSFER_RECIPE, {"dataset.max_samples": None}),
+    "resnet8": ("models/cifar10-resnet8.yaml", {}),  # MLPerf Tiny IC, its full 30-epoch recipe
+    "lstm_motions": ("models/basic-motions-lstm.yaml", {}),  # fused LSTM, BasicMotions
+    "transformer_motions": (  # the same data and recipe, transformer_tiny (attention, LayerNorm)
+        "models/basic-motions-lstm.yaml",
+        {"model.builder": "transformer_tiny", "model.args": {"d_model": 32, "heads": 2}},
+    ),
+    "autoencoder": ("models/sensor-anomaly-autoencoder.yaml", {}),  # reconstruction-error AUC
+}
 
 
 def _spec(key: str) -> dict:
-    if key in ("vww_transfer", "vww_transfer_full"):
+    if key in FROM_RECIPES:
         import yaml
 
-        spec = yaml.safe_load((Path(__file__).resolve().parents[1] / TRANSFER_RECIPE).read_text())
+        path, changes = FROM_RECIPES[key]
+        spec = yaml.safe_load((Path(__file__).resolve().parents[1] / path).read_text())
         spec["name"] = f"ptq-{key}"
-        if key == "vww_transfer_full":  # every image: the 7k/1k/2k split of the other models
-            spec["dataset"]["max_samples"] = None
+        for dotted, value in changes.items():
+            *parents, last = dotted.split(".")
+            node = spec
+            for part in parents:
+                node = node[part]
+            node[last] = value
         return spec
     return json.loads(json.dumps(TRAINED[key]))
 
@@ -70,5 +88,5 @@ def trained_run(work: Path, key: str, epochs: int | None = None) -> Path:
 
 if __name__ == "__main__":
     work = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/.work/ptq")
-    for key in sys.argv[2:] or [*TRAINED, "vww_transfer"]:
+    for key in sys.argv[2:] or [*TRAINED, *FROM_RECIPES]:
         print(key, trained_run(work, key), flush=True)

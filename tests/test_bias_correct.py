@@ -107,3 +107,30 @@ def test_cli_flag_lands_in_the_report_and_auto_refuses_it(cli, tmp_path) -> None
     bad = cli(*base, "--precisions", "auto", "--max-drop", "0.01", "--bias-correction",
               "--out", str(tmp_path / "f"))  # fmt: skip
     one_error_line(bad, "apply to named precisions")
+
+
+def test_a_model_with_baked_in_standardization_keeps_its_outputs() -> None:
+    """An adapted Normalization layer keeps its statistics in state that `set_weights` alone
+    does not apply: the corrected and the equalized copies must compute like the original."""
+    import keras
+
+    from toolkit.convert.bias_correct import bias_correct
+    from toolkit.convert.equalize import equalize
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(1).normal(5.0, 3.0, (300, 8, 8, 3)).astype(np.float32)
+    norm = keras.layers.Normalization(axis=-1, name="normalize")
+    norm.adapt(x)
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="c1")(norm(inputs))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+    ref = np.asarray(model(x, training=False))
+    same = equalize(model)
+    assert same.skipped is None, same
+    np.testing.assert_allclose(np.asarray(same.model(x, training=False)), ref, atol=1e-5)
+    moved = bias_correct(model, x[:128], per_tensor=True)
+    assert moved.skipped is None, moved
+    out = np.asarray(moved.model(x, training=False))
+    assert np.max(np.abs(out - ref)) <= 0.05 * np.max(np.abs(ref)), np.max(np.abs(out - ref))

@@ -296,3 +296,30 @@ def test_profile_drift_limits_reach_the_manifest(export_dir, tmp_path) -> None:
     target = parse_target({**pi, "drift_psi": 0.35}, "custom.yaml")
     manifest = package(export_dir, target, out=tmp_path, ignore_budget=True).manifest
     assert manifest["drift"]["threshold"] == {"psi": 0.35, "ks": 0.1}
+
+
+def test_a_per_tensor_profile_refuses_per_channel_weights_and_gets_them(
+    export_dir, run_dir, tmp_path
+) -> None:
+    """`granularity: per-tensor` in a profile is checked on the file: the per-channel export is
+    refused with the flag to use, and packaging a run exports per tensor for it."""
+    from toolkit.core.model_stats import weight_granularity
+    from toolkit.core.targets import load_target, parse_target
+    from toolkit.package.stage import package
+    from toolkit.pipeline.packaging import run_package
+
+    base = load_target("linux-x86").model_dump()
+    npu = parse_target({**base, "name": "npu", "granularity": "per-tensor"}, "npu.yaml")
+    assert weight_granularity(export_dir / "model-int8.tflite") == "per-channel"
+    with pytest.raises(
+        UserError,
+        match="per-channel weight scales; npu takes per-tensor: "
+        "re-export with --granularity per-tensor",
+    ):
+        package(export_dir, npu, out=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    result = run_package(run, npu, out=tmp_path / "ok", ignore_budget=True)
+    assert weight_granularity(run / "export" / "model-int8.tflite") == "per-tensor"
+    assert result.zip_path.is_file()

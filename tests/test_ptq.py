@@ -126,8 +126,8 @@ def test_cli_options_land_in_the_report_and_bad_ones_exit_2(cli, mlp, tmp_path) 
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((tmp_path / "e" / "report.json").read_text())["artifacts"]
     ptq = {r["name"]: r.get("ptq") for r in rows}
-    assert ptq["tflite-int8"] == {"granularity": "per-tensor", "ranges": "percentile"}
-    assert ptq["onnx-int8"] == {"granularity": "per-tensor", "ranges": "percentile"}
+    named = {"granularity": "per-tensor", "ranges": "percentile", "method": "percentile"}
+    assert ptq["tflite-int8"] == named and ptq["onnx-int8"] == named
     assert ptq["tflite-fp32"] is None
     bad = cli(*base, "--formats", "onnx", "--precisions", "int8", "--ranges", "mse",
               "--out", str(tmp_path / "f"))  # fmt: skip
@@ -135,6 +135,65 @@ def test_cli_options_land_in_the_report_and_bad_ones_exit_2(cli, mlp, tmp_path) 
     bad = cli(*base, "--granularity", "per-layer", "--out", str(tmp_path / "g"))
     one_error_line(bad, "--granularity must be per-channel or per-tensor")
     assert not (tmp_path / "f").exists() and not (tmp_path / "g").exists()
+
+
+def _mlp_cli(cli, mlp, tmp_path):
+    model, x = mlp
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(len(x)) % 4)
+
+    def export(out: str, *args: str):
+        return cli("export", str(tmp_path / "m.keras"), "--data", f"npz:{tmp_path / 'd.npz'}",
+                   "--task", "classification", "--latency-runs", "0", "--out",
+                   str(tmp_path / out), *args)  # fmt: skip
+
+    return export
+
+
+def test_ptq_forces_one_method_and_the_report_names_it(cli, mlp, tmp_path) -> None:
+    export = _mlp_cli(cli, mlp, tmp_path)
+    proc = export("e", "--formats", "tflite,onnx", "--precisions", "int8", "--ptq",
+                  "bias-correction", "--runtimes", "litert:xnnpack,onnxruntime")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "e" / "report.json").read_text())["artifacts"]
+    for row in rows:
+        assert row["ptq"]["method"] == "bias-correction", row["ptq"]
+        assert "2 layers" in row["ptq"]["bias_correction"], row["ptq"]
+    bad = export("f", "--formats", "onnx", "--precisions", "int8", "--ptq", "mse")
+    one_error_line(bad, "--ptq mse is not available for onnx-int8", "tflite")
+    bad = export("g", "--formats", "tflite", "--ptq", "bias-correction", "--ranges", "mse")
+    one_error_line(bad, "--ptq METHOD names one method")
+    bad = export("h", "--formats", "tflite", "--ptq", "adaroun")
+    one_error_line(bad, "unknown --ptq method 'adaroun'")
+    bad = export("i", "--formats", "tflite", "--precisions", "fp32,fp16", "--ptq", "mse")
+    one_error_line(bad, "--ptq mse changes calibrated int8 artifacts; none is chosen")
+    assert not any((tmp_path / d).exists() for d in "fghi")
+
+
+def test_auto_ladder_takes_the_forced_method_and_granularity(cli, mlp, tmp_path) -> None:
+    """--precisions auto with --ptq and --granularity: every int8 rung is per tensor with the
+    method, the corrected rungs are not tried, and the chosen file really is per tensor."""
+    from toolkit.core.model_stats import weight_granularity
+
+    export = _mlp_cli(cli, mlp, tmp_path)
+    proc = export("auto", "--formats", "tflite", "--precisions", "auto", "--max-drop", "1",
+                  "--ptq", "percentile", "--granularity", "per-tensor",
+                  "--runtimes", "litert:xnnpack")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "auto" / "report.json").read_text())
+    budget = report["budget"]
+    assert budget["ptq"] == "percentile" and budget["granularity"] == "per-tensor"
+    tflite = budget["formats"]["tflite"]
+    assert tflite["chosen"] == "tflite-int8", tflite
+    assert tflite["options"] == {"granularity": "per-tensor", "ranges": "percentile"}
+    assert "[--ptq percentile]" in tflite["ladder"][0]["rung"]
+    assert weight_granularity(tmp_path / "auto" / "model-int8.tflite") == "per-tensor"
+    row = next(r for r in report["artifacts"] if r["name"] == "tflite-int8")
+    assert row["ptq"] == {"granularity": "per-tensor", "ranges": "percentile",
+                          "method": "percentile"}  # fmt: skip
+    bad = export("bad", "--formats", "tflite", "--precisions", "auto", "--max-drop", "1",
+                 "--equalize")  # fmt: skip
+    one_error_line(bad, "--ptq METHOD forces one")
 
 
 def _separable(relu6: bool):

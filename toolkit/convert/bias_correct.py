@@ -217,9 +217,10 @@ def bias_correct(model: Any, calibration: np.ndarray, *, per_tensor: bool = Fals
     the weights and of each weighted layer's input) causes."""
     import keras
 
+    from toolkit.core.model_copy import clone_with_weights, copy_weights
+
     try:
-        clone = keras.models.clone_model(model)
-        clone.set_weights(model.get_weights())
+        clone = clone_with_weights(model)
         quant = keras.models.clone_model(model)
     except Exception as exc:  # a subclassed model without a config
         return Corrected(model, skipped=f"the model cannot be cloned ({type(exc).__name__})")
@@ -227,7 +228,7 @@ def bias_correct(model: Any, calibration: np.ndarray, *, per_tensor: bool = Fals
     if not sites or len(sites) != len(q_sites):
         return Corrected(model, skipped="no conv/depthwise/dense layer with a bias or BatchNorm")
     x = np.asarray(calibration, np.float32)[:MAX_SAMPLES]
-    quant.set_weights(clone.get_weights())
+    copy_weights(clone, quant)
     originals = [np.asarray(s.layer.get_weights()[0]) for s in sites]
     qkernels = [_quantized_kernel(s, per_tensor, levels) for s in sites]
     floats = _run(clone, [s.layer for s in sites], x)

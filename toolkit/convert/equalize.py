@@ -246,8 +246,9 @@ def equalize(model: Any) -> Equalized:
     if "layers" not in config:
         return Equalized(model, skipped="not a Functional or Sequential model")
     replaced = _relu6_to_relu(config)
-    clone = model.__class__.from_config(config)
-    clone.set_weights(model.get_weights())
+    from toolkit.core.model_copy import copy_weights
+
+    clone = copy_weights(model, model.__class__.from_config(config))
     result = Equalized(clone, pairs=_equalize_in(clone), relu6_replaced=replaced)
     if not result.pairs:  # nothing to equalize: keep the original (and its ReLU6)
         return Equalized(model, skipped="no conv/depthwise/dense pairs to equalize")

@@ -69,17 +69,27 @@ def check_calibration(formats: list[Format], calibration: np.ndarray | None) -> 
 
 def quantization_options(
     formats: list[Format], granularity: str | None, ranges: str | None, equalize: bool = False,
-    bias_correction: bool = False,
+    bias_correction: bool = False, ptq: str | None = None,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Per-artifact exporter options for `--granularity` and `--ranges`.
+    """Per-artifact exporter options for `--granularity`, `--ranges`, `--equalize`,
+    `--bias-correction`, or `--ptq METHOD` (a name for one of those, toolkit.convert.methods).
 
     Granularity goes to every quantized precision; ranges to the calibrated int8 artifacts
     (TFLite int8 / int8-float-io / uint8: minmax, percentile, mse; ONNX int8: ORT's minmax,
     percentile, entropy). A range method no chosen artifact supports is a UserError."""
     from toolkit.core.errors import UserError
 
-    if granularity not in (None, "per-channel", "per-tensor"):
-        raise UserError(f"--granularity must be per-channel or per-tensor; got {granularity!r}")
+    check_granularity(granularity)
+    if ptq is not None:
+        from toolkit.convert.methods import check_method
+
+        if ranges or equalize or bias_correction:
+            raise UserError("--ptq METHOD names one method: drop --ranges, --equalize and "
+                            "--bias-correction, or drop --ptq")  # fmt: skip
+        forced = check_method(ptq, formats).options
+        ranges = forced.get("ranges")
+        equalize = bool(forced.get("equalize"))
+        bias_correction = bool(forced.get("bias_correction"))
     options: dict[str, dict[str, Any]] = {}
     supported = {"tflite": ("minmax", "percentile", "mse"),
                  "onnx": ("minmax", "percentile", "entropy")}  # fmt: skip
@@ -101,6 +111,13 @@ def quantization_options(
         if opts:
             options[fmt.name] = opts
     return options
+
+
+def check_granularity(granularity: str | None) -> None:
+    from toolkit.core.errors import UserError
+
+    if granularity not in (None, "per-channel", "per-tensor"):
+        raise UserError(f"--granularity must be per-channel or per-tensor; got {granularity!r}")
 
 
 def write_artifacts(

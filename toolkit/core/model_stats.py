@@ -56,12 +56,15 @@ def tflite_stats(path: Path) -> dict[str, Any]:
 
     floats = {schema.TensorType.FLOAT32, schema.TensorType.FLOAT16}
     ops: Counter[str] = Counter()
+    scales: Counter[str] = Counter()  # int8 constant weights by number of scales
     params = macs = weight_bytes = quant_bytes = name_bytes = 0
     for graph in model.subgraphs or []:
         tensors = graph.tensors or []
         for tensor in tensors:
             name_bytes += len(tensor.name or b"")
             q = tensor.quantization
+            if q is not None and tensor.type == schema.TensorType.INT8 and const_bytes(tensor):
+                scales[_per(len(q.scale) if q.scale is not None else 0)] += 1
             if q is not None:
                 quant_bytes += 4 * len(q.scale if q.scale is not None else [])
                 quant_bytes += 8 * len(q.zeroPoint if q.zeroPoint is not None else [])
@@ -95,6 +98,7 @@ def tflite_stats(path: Path) -> dict[str, Any]:
         "ops": dict(ops),
         "params": params,
         "macs": macs,
+        "weight_scales": dict(scales),
         "bytes": {
             "weights": weight_bytes,
             "quantization_params": quant_bytes,
@@ -149,12 +153,22 @@ def onnx_stats(path: Path) -> dict[str, Any]:
         if i.name not in quant_inputs and (i.name in weights or i.data_type in floats)
     )
     macs = sum(_onnx_macs(node, shapes) for node in graph.node if node.op_type in _ONNX_MAC_OPS)
+    inits = {i.name: i for i in graph.initializer}
+    int8 = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    scales = Counter(  # int8 weights dequantized by DequantizeLinear, by number of scales
+        _per(_prod(inits[node.input[1]].dims))
+        for node in graph.node
+        if node.op_type == "DequantizeLinear" and len(node.input) > 1
+        and node.input[0] in inits and inits[node.input[0]].data_type in int8
+        and node.input[1] in inits
+    )  # fmt: skip
     return {
         "ops": dict(Counter(node.op_type for node in graph.node)),
         "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
         "producer": model.producer_name,
         "params": int(params),
         "macs": int(macs),
+        "weight_scales": dict(scales),
     }
 
 
@@ -171,6 +185,19 @@ def _onnx_macs(node: Any, shapes: dict[str, list[int]]) -> int:
         trans_b = any(a.name == "transB" and a.i for a in node.attribute)
         return _prod(out) * int(weights[1] if trans_b else weights[0])
     return _prod(out) * int(weights[-2]) if len(weights) >= 2 else 0  # MatMul: B [..., K, N]
+
+
+def _per(n_scales: int) -> str:
+    return "per-channel" if n_scales > 1 else "per-tensor"
+
+
+def weight_granularity(path: Path) -> str | None:
+    """ "per-channel" when any int8 weight of the file has one scale per channel, "per-tensor"
+    when all have one, None when it has no int8 weights (float, int16x8): read from the file,
+    so a device that takes per-tensor only is checked against what will really run."""
+    stats = artifact_stats(path)
+    scales = (stats or {}).get("weight_scales") or {}
+    return "per-channel" if scales.get("per-channel") else ("per-tensor" if scales else None)
 
 
 def artifact_stats(path: Path) -> dict[str, Any] | None:

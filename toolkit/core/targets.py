@@ -51,6 +51,9 @@ class Target(BaseModel):
     providers: list[str] = []  # ONNX Runtime preference order (the first available is used)
     threads: int | None = Field(default=None, ge=0)  # None/0: the runtime's default
     max_drop: float | None = Field(default=None, ge=0)  # accuracy budget, metric units
+    # Weight scales the device's kernels take: many NPUs, DSPs and older accelerators run
+    # per-tensor only. Checked on the file (`package`), and `--fits` ladders quantize so.
+    granularity: Literal["per-channel", "per-tensor"] | None = None
     # Drift limits written into a bundle's manifest (`drift.threshold`); None: PSI 0.2, KS 0.1.
     # `keras-edge serve --drift-threshold` still overrides the PSI limit at serve time.
     drift_psi: float | None = Field(default=None, gt=0)

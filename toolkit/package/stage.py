@@ -92,6 +92,21 @@ def _check_budget(row: Any, artifact: str, target: Target) -> None:
         )
 
 
+def check_granularity(path: Path, artifact: str, target: Target) -> None:
+    """A profile's `granularity`, checked on the file itself: a per-channel artifact for a
+    per-tensor device is bad input (exit 2), not a bundle that fails on the device."""
+    from toolkit.core.model_stats import weight_granularity
+
+    if target.granularity is None:
+        return
+    found = weight_granularity(path)
+    if found is not None and found != target.granularity:
+        raise UserError(
+            f"{path} ({artifact}) has {found} weight scales; {target.name} takes "
+            f"{target.granularity}: re-export with --granularity {target.granularity}"
+        )
+
+
 def _host_softmax(source: Path, dest: Path, run: Any, x: np.ndarray) -> dict[str, Any] | None:
     """Write `source` without its trailing int8 SOFTMAX to `dest` (None: nothing to split).
 
@@ -191,6 +206,8 @@ def package(
             )
         else:
             notes.append(f"alternative {artifact} is not in {export_dir}: left out")
+    for artifact, path in files.items():
+        check_granularity(path, artifact, target)
     rows = {a: _row_for(report, a, target) for a in files}
     if not ignore_budget:
         _check_budget(rows[target.artifact], target.artifact, target)
@@ -291,9 +308,13 @@ def _package_firmware(
 ) -> BundleResult:
     """A microcontroller target (`firmware: tflm`): C++ sources, not a Python bundle. The
     accuracy budget is checked on the TFLM row (else LiteRT's reference kernels) first."""
+    from toolkit.core.formats import get
     from toolkit.core.report import Report
     from toolkit.package.mcu import package_mcu
 
+    primary = Path(export_dir) / get(target.artifact).filename
+    if primary.is_file():  # (package_mcu names a missing file)
+        check_granularity(primary, target.artifact, target)
     report_path = Path(export_dir) / "report.json"
     if not ignore_budget and report_path.is_file():
         report = Report.load(Path(export_dir))

@@ -17,6 +17,10 @@ not peek at it), and the first rung inside the budget wins:
 The corrected int8 rungs have the plain int8's size and latency (only biases and channel
 scales change; `toolkit.convert.equalize`, `bias_correct`): they cost conversion time only.
 
+`--granularity per-tensor` (or a `--fits` profile's `granularity`) goes to every quantized
+rung; `--ptq METHOD` forces one method on every calibrated int8 rung instead of trying the
+corrected rungs (toolkit.convert.methods).
+
 With a firmware target (`--fits mcu-cortex-m`), a rung whose artifact does not fit the board's
 flash or RAM (TFLM arena measured) is skipped before it is measured, and the ladder says why.
 """
@@ -49,6 +53,7 @@ class DeviceFit:
     name: str
     admits: Callable[[str], str | None]  # by artifact name, before converting
     fits: Callable[[Path, str], str | None]  # by the converted file (arena measured)
+    granularity: str | None = None  # the profile's weight scales, when it names them
 
 
 def device_fit(name_or_path: str | Path) -> DeviceFit:
@@ -77,7 +82,7 @@ def device_fit(name_or_path: str | Path) -> DeviceFit:
     def fits(path: Path, artifact: str) -> str | None:
         return fits_target(path, target, BY_NAME[artifact].precision)
 
-    return DeviceFit(target.name, admits, fits)
+    return DeviceFit(target.name, admits, fits, target.granularity)
 
 
 @dataclass
@@ -125,11 +130,34 @@ CORRECTED = [
 ]  # fmt: skip
 
 
-def tflite_rungs(model: Any, calibration: np.ndarray, float_io: bool = True) -> Iterator[Rung]:
+@dataclass(frozen=True)
+class Quant:
+    """How every rung quantizes: weight granularity (None: per channel) and a forced PTQ
+    method (None: the ladder tries plain int8, then its corrected rungs)."""
+
+    granularity: str | None = None
+    method: str | None = None
+
+    def apply(self, rung: Rung) -> Rung:
+        from toolkit.convert.methods import get_method, takes_method
+
+        options, label = dict(rung.options), rung.label
+        if self.granularity and rung.fmt.precision not in ("fp32", "fp16"):
+            options["granularity"] = self.granularity
+        if self.method is not None and takes_method(rung.fmt):
+            options.update(get_method(self.method).options)
+            label = f"{label} [--ptq {self.method}]"
+        return Rung(rung.name, label, options)
+
+
+def tflite_rungs(
+    model: Any, calibration: np.ndarray, float_io: bool = True, corrected: bool = True
+) -> Iterator[Rung]:
     """The TFLite ladder; `float_io=False` (a device that takes integer I/O only) skips the
-    sensitivity analysis, whose rungs all have float I/O."""
+    sensitivity analysis, whose rungs all have float I/O; `corrected=False` (a forced
+    method) skips the corrected int8 rungs."""
     yield Rung("tflite-int8", "full int8, int8 input/output")
-    for label, options in CORRECTED:
+    for label, options in CORRECTED if corrected else []:
         yield Rung("tflite-int8", label, dict(options))
     yield Rung("tflite-int8-float-io", "int8 internals, float input/output")
     sensitive = _tflite_sensitive(model, calibration) if float_io else []
@@ -145,9 +173,9 @@ def tflite_rungs(model: Any, calibration: np.ndarray, float_io: bool = True) -> 
         yield Rung(f"tflite-{precision}", BY_NAME[f"tflite-{precision}"].description)
 
 
-def onnx_rungs(model: Any, scratch: Path) -> Iterator[Rung]:
-    yield Rung("onnx-int8", "static QDQ int8, per-channel")
-    for label, options in CORRECTED:
+def onnx_rungs(model: Any, scratch: Path, corrected: bool = True) -> Iterator[Rung]:
+    yield Rung("onnx-int8", "static QDQ int8")
+    for label, options in CORRECTED if corrected else []:
         yield Rung("onnx-int8", label, dict(options))
     fp32 = convert(model, BY_NAME["onnx-fp32"], scratch / "probe")
     nodes = _onnx_quantizable_nodes(fp32)
@@ -216,19 +244,21 @@ def search(
     budget: Budget,
     scratch: Path,
     device: DeviceFit | None = None,
+    quant: Quant = Quant(),
 ) -> Choice:
     """Walk one format's ladder; return the first rung within `budget` (and the log).
 
     A rung the `device` does not admit or that does not fit it is skipped before its
     (costlier) accuracy pass, and the ladder says why."""
     float_io = device is None or device.admits("tflite-int8-float-io") is None
+    corrected = quant.method is None
     rungs = (
-        tflite_rungs(model, calibration, float_io)
+        tflite_rungs(model, calibration, float_io, corrected)
         if fmt == "tflite"
-        else onnx_rungs(model, scratch)
+        else onnx_rungs(model, scratch, corrected)
     )
     ladder: list[dict[str, Any]] = []
-    for i, rung in enumerate(rungs):
+    for i, rung in enumerate(map(quant.apply, rungs)):
         where = scratch / f"rung{i}"
         try:
             misfit = device.admits(rung.name) if device is not None else None
@@ -266,11 +296,13 @@ def choose(
     limits: Budget | float,
     out_dir: Path,
     device: DeviceFit | None = None,
+    quant: Quant = Quant(),
 ) -> tuple[list[Path], dict[str, Any]]:
     """Run the ladder per format; copy each winner into `out_dir`. Returns (paths, budget).
 
     `limits` is a Budget, or a bare max drop (the historical signature); `device` keeps only
-    artifacts that fit that device (see `search`)."""
+    artifacts that fit that device (see `search`); `quant` sets every rung's granularity and
+    a forced method."""
     limits = limits if isinstance(limits, Budget) else Budget(max_drop=float(limits))
     chosen: list[Path] = []
     budget: dict[str, Any] = {"max_drop": limits.max_drop, "split": "validation", "formats": {}}
@@ -278,11 +310,15 @@ def choose(
         budget["min_sqnr"] = limits.min_sqnr
     if device is not None:
         budget["fits"] = device.name
+    if quant.granularity:
+        budget["granularity"] = quant.granularity
+    if quant.method:
+        budget["ptq"] = quant.method
     scratch = Path(tempfile.mkdtemp(prefix="keras-edge-ladder-"))
     try:
         for fmt in formats:
             console.print(f"[bold]{fmt}[/]: searching for the cheapest artifact within budget")
-            choice = search(model, fmt, data, calibration, limits, scratch / fmt, device)
+            choice = search(model, fmt, data, calibration, limits, scratch / fmt, device, quant)
             budget["formats"][fmt] = {
                 "chosen": choice.fmt_name if choice.path else None,
                 "options": choice.options,

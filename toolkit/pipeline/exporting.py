@@ -50,6 +50,7 @@ def run_export(
     equalize: bool = False,
     bias_correction: bool = False,
     fits: str | None = None,
+    ptq: str | None = None,
 ) -> Any:
     """Load -> (budget ladder) -> convert -> validate on the test split -> report.json.
 
@@ -57,7 +58,9 @@ def run_export(
     default: the run's recipe task, else inferred from the model's output and the data.
     `min_sqnr` is a label-free budget (dB of output fidelity) beside or instead of `max_drop`.
     `fits` (a firmware target profile) makes `--precisions auto` keep only artifacts that fit
-    that board's flash and RAM.
+    that board's flash and RAM. `ptq` forces one PTQ method (toolkit.convert.methods) on the
+    calibrated int8 artifacts, and on every int8 rung of the ladder; `granularity` (else the
+    `fits` profile's) goes to every quantized artifact and rung.
 
     A run with RUN/optimized/ gets that model's artifacts too (`prune-int8.tflite`, ...),
     validated against the same dense reference; `optimized=False` leaves them out.
@@ -109,13 +112,22 @@ def run_export(
             raise UserError(f"--fits {device.name} runs TFLite Micro (.tflite only); "
                             f"drop {', '.join(other)} from --formats")  # fmt: skip
     chosen_formats = select(formats, None if auto else precisions)
-    if auto and (granularity or ranges or equalize or bias_correction):
-        raise UserError("--granularity, --ranges, --equalize and --bias-correction apply to "
-                        "named precisions")  # fmt: skip
-    from toolkit.convert.stage import quantization_options
+    if auto and (ranges or equalize or bias_correction):
+        raise UserError("--ranges, --equalize and --bias-correction apply to named precisions; "
+                        "with --precisions auto the ladder tries the methods (--ptq METHOD "
+                        "forces one)")  # fmt: skip
+    from toolkit.convert.stage import check_granularity, quantization_options
 
-    quant_opts = quantization_options(chosen_formats, granularity, ranges, equalize,
-                                      bias_correction)  # fmt: skip
+    if granularity is None and device is not None:
+        granularity = device.granularity
+    check_granularity(granularity)
+    if auto and ptq is not None:
+        from toolkit.convert.methods import check_method
+
+        check_method(ptq, select(formats, ["int8"]))
+    quant_opts = {} if auto else quantization_options(
+        chosen_formats, granularity, ranges, equalize, bias_correction, ptq
+    )  # fmt: skip
     ds = dataset_for_model(loaded, data, seed, task=task, target=target)
     needs_calib = auto or any(f.needs_calibration for f in chosen_formats)
     if ds is None and (needs_calib or max_drop is not None or min_sqnr is not None):
@@ -167,7 +179,7 @@ def run_export(
     if auto:
         import tempfile
 
-        from toolkit.pipeline.budget import choose
+        from toolkit.pipeline.budget import Quant, choose
 
         plain = [f for f in chosen_formats if f.format == "keras"]
         fmts = list(dict.fromkeys(f.format for f in chosen_formats if f.format != "keras"))
@@ -176,7 +188,10 @@ def run_export(
                         parity_model=reference, task=task)  # fmt: skip
         try:
             picked, budget = choose(loaded.model, fmts, val, calibration, limits, staging,
-                                    device)  # fmt: skip
+                                    device, Quant(granularity, ptq))  # fmt: skip
+            # the report's `ptq` names what the chosen rung did (validate_staged reads it)
+            quant_opts.update({v["chosen"]: v["options"] for v in budget["formats"].values()
+                               if v["chosen"]})  # fmt: skip
             if not picked and not plain:  # nothing to publish: the ladder is the answer
                 raise GateFailed(_nothing_within(budget, max_drop, min_sqnr), details=budget)
             result = export(
@@ -252,7 +267,10 @@ def _ptq_of(row: Any, options: dict[str, dict[str, Any]], model: Any) -> dict[st
     opts = options.get(row.name, {})
     ptq = {"granularity": opts.get("granularity", "per-channel")}
     if row.precision not in ("dynamic", "int16x8"):
+        from toolkit.convert.methods import method_of
+
         ptq["ranges"] = opts.get("ranges", "minmax")
+        ptq["method"] = method_of(opts)
     if opts.get("equalize"):
         from toolkit.convert.equalize import cached
 

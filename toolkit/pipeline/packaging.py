@@ -57,6 +57,7 @@ def run_package(
             max_drop=None if ignore_budget else target.max_drop,
             optimized=False,  # only the target's artifacts; package RUN/optimized for those
             task=task,
+            granularity=target.granularity,  # (float artifacts take none)
         )
     result = package(
         export_dir,

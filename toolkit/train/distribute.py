@@ -219,11 +219,9 @@ def keras_multi_worker_logs(plan: Plan) -> Iterator[None]:
 def plain_copy(model: Any) -> Any:
     """The trained model outside any strategy (call it outside `Plan.scope()`): the same
     architecture and weights on one device."""
-    import keras
+    from toolkit.core.model_copy import clone_with_weights
 
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
+    return clone_with_weights(model)
 
 
 def describe(plan: Plan) -> dict[str, Any]:

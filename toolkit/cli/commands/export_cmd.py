@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from toolkit.convert.methods import METHODS
+
 
 def _split(value: str | None) -> list[str] | None:
     if not value:
@@ -166,6 +168,12 @@ def export_command(
         help="Move each layer's bias by the mean output shift its int8 weights cause, "
         "measured on the calibration samples (int8 precisions; after --equalize).",
     ),
+    ptq: str | None = typer.Option(
+        None,
+        "--ptq",
+        help="Force one PTQ method on the int8 artifacts (with --precisions auto: on every int8 "
+        f"rung): {', '.join(METHODS)}. Default: the flags above; auto tries them in turn.",
+    ),
     fits: str | None = typer.Option(
         None,
         "--fits",
@@ -207,7 +215,7 @@ def export_command(
             input_range=input_range, parity=parity, runtimes=_split(runtimes), optimized=optimized,
             task=task, min_sqnr=min_sqnr, target=target, allow_crash=allow_crash,
             full_reference=full_reference, jobs=jobs, granularity=granularity, ranges=ranges,
-            equalize=equalize, bias_correction=bias_correction, fits=fits,
+            equalize=equalize, bias_correction=bias_correction, fits=fits, ptq=ptq,
         )  # fmt: skip
     result, report = tracked["result"], tracked["report"]
     if report is not None:
