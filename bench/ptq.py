@@ -323,7 +323,10 @@ def run_case(m: dict, per_tensor: bool, work: Path, log: Callable[[str], None]) 
         row: dict[str, Any] = {"family": family, "method": label}
         try:
             start = time.perf_counter()
-            artifact = make()
+            # onnxruntime's calibrators leave temp files (*.data, sym_shape_infer_temp.onnx)
+            # in the working directory when they fail: keep them in the work dir
+            with contextlib.chdir(out):
+                artifact = make()
             row["convert_s"] = round(time.perf_counter() - start, 1)
             outputs, row["eval_s"] = measure(artifact, m["x"])
             if ref_out is None:
