@@ -247,6 +247,34 @@ def test_layer_sensitivity_and_selective_int8(cnn, tmp_path):
         export_tflite(model, tmp_path / "x.tflite", "fp16", denylisted_ops=["CONV_2D"])
 
 
+def test_selective_int8_per_tensor_ranks_and_ships_per_tensor(cnn, tmp_path):
+    """The mixed-precision rungs of a per-tensor ladder: layers ranked at per-tensor, the
+    file per-tensor with the denylisted layer float (before, the combination was refused)."""
+    from toolkit.convert.tflite import export_tflite, layer_sensitivity
+    from toolkit.core.model_stats import weight_granularity
+    from toolkit.runtimes import open_runner
+
+    model, x, _ = cnn
+    per_channel = {r["tensor_name"]: r["rmse_over_scale"] for r in layer_sensitivity(model, x[:32])}
+    per_tensor = layer_sensitivity(model, x[:32], granularity="per-tensor")
+    assert {r["tensor_name"] for r in per_tensor} == set(per_channel)
+    assert [r["rmse_over_scale"] for r in per_tensor] != [per_channel[r["tensor_name"]]
+                                                           for r in per_tensor]  # fmt: skip
+    keep = per_tensor[0]["tensor_name"]
+    common = {"calibration": x[:64], "granularity": "per-tensor"}
+    full = export_tflite(model, tmp_path / "full.tflite", "int8-float-io", **common)
+    mixed = export_tflite(model, tmp_path / "mixed.tflite", "int8-float-io",
+                          denylisted_nodes=[keep], **common)  # fmt: skip
+    assert weight_granularity(mixed) == "per-tensor"
+    assert mixed.read_bytes() != full.read_bytes()
+    with open_runner(mixed) as runner:
+        out = runner.predict(x)
+    assert (out.argmax(1) == reference(cnn).argmax(1)).mean() >= 0.9
+    with pytest.raises(UserError, match="min-max ranges only"):
+        export_tflite(model, tmp_path / "x.tflite", "int8", calibration=x[:64],
+                      denylisted_nodes=[keep], ranges="percentile")  # fmt: skip
+
+
 def test_onnx_nodes_to_exclude(cnn, tmp_path):
     import onnx
 

@@ -93,7 +93,7 @@ def _symbolic_batch(proto: Any) -> Any:
     return proto
 
 
-def _calibration_reader(input_name: str, data: np.ndarray) -> Any:
+def calibration_reader(input_name: str, data: np.ndarray) -> Any:
     """A CalibrationDataReader over the array, in small batches (the batch dim is symbolic)."""
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -146,7 +146,7 @@ def _quantize_static(
         quantize_static(
             str(source),
             str(out_path),
-            _calibration_reader(input_name, calibration),
+            calibration_reader(input_name, calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             calibrate_method=method,

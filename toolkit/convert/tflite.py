@@ -116,8 +116,11 @@ def quantization_debugger(
     input_signature: Sequence[Any] | None = None,
     denylisted_nodes: Sequence[str] | None = None,
     denylisted_ops: Sequence[str] | None = None,
+    granularity: str = "per-channel",
 ) -> Any:
-    """A `tf.lite.experimental.QuantizationDebugger` over the calibrated int8 model."""
+    """A `tf.lite.experimental.QuantizationDebugger` over the calibrated int8 model (the
+    debugger honours the converter's per-tensor flag, so its statistics are those of the
+    granularity that will ship)."""
     import tensorflow as tf
 
     if precision not in SELECTIVE:
@@ -125,8 +128,9 @@ def quantization_debugger(
             f"per-layer quantization control supports {', '.join(SELECTIVE)}; got {precision!r}"
         )
     converter = make_converter(
-        model, precision, calibration=calibration, input_signature=input_signature
-    )
+        model, precision, calibration=calibration, input_signature=input_signature,
+        granularity=granularity,
+    )  # fmt: skip
     options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_nodes=list(denylisted_nodes) if denylisted_nodes else None,
         denylisted_ops=list(denylisted_ops) if denylisted_ops else None,
@@ -144,15 +148,18 @@ def layer_sensitivity(
     calibration: np.ndarray,
     *,
     input_signature: Sequence[Any] | None = None,
+    granularity: str = "per-channel",
 ) -> list[dict[str, Any]]:
-    """Per-layer int8 quantization error, most sensitive first.
+    """Per-layer int8 quantization error at `granularity`, most sensitive first.
 
     Each row is the debugger's `layer_statistics_dump` CSV row (op_name, tensor_name, scale,
     mean_squared_error, ...) plus `rmse_over_scale`: the RMS quantization error in units of
     the layer's quantization step. Values well above ~0.3 mark layers worth keeping float;
     pass their `tensor_name` as `denylisted_nodes` to `export_tflite`.
     """
-    debugger = quantization_debugger(model, calibration, input_signature=input_signature)
+    debugger = quantization_debugger(
+        model, calibration, input_signature=input_signature, granularity=granularity
+    )
     with _quiet_converter():
         debugger.run()
     buffer = io.StringIO()
@@ -182,6 +189,7 @@ def _selective_quantize(
     input_signature: Sequence[Any] | None,
     denylisted_nodes: Sequence[str] | None,
     denylisted_ops: Sequence[str] | None,
+    granularity: str,
 ) -> bytes:
     debugger = quantization_debugger(
         model,
@@ -190,6 +198,7 @@ def _selective_quantize(
         input_signature=input_signature,
         denylisted_nodes=denylisted_nodes,
         denylisted_ops=denylisted_ops,
+        granularity=granularity,
     )
     with _quiet_converter():  # float I/O, as the debugger makes it
         content = debugger.get_nondebug_quantized_model()
@@ -281,12 +290,13 @@ def export_tflite(
             f"denylisted_nodes/denylisted_ops apply to {', '.join(SELECTIVE)}; "
             f"got precision {precision!r}"
         )
-    if selective and (granularity, ranges) != ("per-channel", "minmax"):
-        raise UserError("denylisted layers take the default granularity and ranges only")
+    if selective and ranges != "minmax":
+        raise UserError("denylisted layers take the converter's min-max ranges only")
     if selective:
         content = _selective_quantize(
-            model, precision, calibration, input_signature, denylisted_nodes, denylisted_ops
-        )
+            model, precision, calibration, input_signature, denylisted_nodes, denylisted_ops,
+            granularity,
+        )  # fmt: skip
     else:
         try:
             if precision in tflite_calibrated.CALIBRATED:  # one calibration for all four

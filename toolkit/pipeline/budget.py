@@ -10,9 +10,11 @@ not peek at it), and the first rung inside the budget wins:
 
   tflite: int8 -> int8 of bias-corrected weights -> the same after equalization ->
           int8-float-io -> int8 with the most sensitive layers kept float (LiteRT's
-          quantization debugger ranks them) -> int16x8 -> dynamic -> fp16 -> fp32
+          quantization debugger ranks them, at the ladder's granularity) -> int16x8 ->
+          dynamic -> fp16 -> fp32
   onnx:   int8 -> int8 of bias-corrected weights -> the same after equalization -> int8
-          with the last quantizable nodes kept float -> dynamic -> fp16 -> fp32
+          with the most sensitive nodes kept float (weight and output SQNR measured on an
+          int8 probe, `toolkit.convert.onnx_sensitivity`) -> dynamic -> fp16 -> fp32
 
 The corrected int8 rungs have the plain int8's size and latency (only biases and channel
 scales change; `toolkit.convert.equalize`, `bias_correct`): they cost conversion time only.
@@ -104,20 +106,35 @@ class Choice:
     options: dict[str, Any]
 
 
-def _tflite_sensitive(model: Any, calibration: np.ndarray) -> list[str]:
+def _tflite_sensitive(model: Any, calibration: np.ndarray, granularity: str | None) -> list[str]:
     from toolkit.convert.tflite import layer_sensitivity
 
-    rows = layer_sensitivity(model, calibration)
+    rows = layer_sensitivity(model, calibration, granularity=granularity or "per-channel")
     return [r["tensor_name"] for r in rows if np.isfinite(r["rmse_over_scale"])]
 
 
-def _onnx_quantizable_nodes(fp32_path: Path) -> list[str]:
-    """Conv/MatMul/Gemm nodes, last first: output layers are usually the most sensitive."""
+def _onnx_sensitive(
+    model: Any, calibration: np.ndarray, scratch: Path, granularity: str | None
+) -> tuple[list[str], str]:
+    """Quantized Conv/MatMul/Gemm nodes, most sensitive first (measured on an int8 probe at
+    the ladder's granularity, `onnx_sensitivity`), and how they were ranked. If the
+    measurement fails, the last nodes first: output layers are usually the most sensitive."""
     import onnx
 
-    graph = onnx.load(str(fp32_path)).graph
-    kinds = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
-    return [n.name for n in reversed(graph.node) if n.op_type in kinds and n.name]
+    from toolkit.convert.onnx_sensitivity import QUANTIZABLE, node_sensitivity
+
+    options = {"granularity": granularity} if granularity else {}
+    try:
+        probe = convert(model, BY_NAME["onnx-int8"], scratch / "probe-int8",
+                        calibration=calibration, **options)  # fmt: skip
+        return [r["node"] for r in node_sensitivity(probe, calibration)], "most sensitive"
+    except Exception as err:  # ranking is an optimisation; the rungs still run unranked
+        console.print(f"  onnx node sensitivity not measured ({str(err)[:120]}); last nodes "
+                      "first", highlight=False, markup=False)  # fmt: skip
+    fp32 = convert(model, BY_NAME["onnx-fp32"], scratch / "probe")
+    graph = onnx.load(str(fp32)).graph
+    nodes = [n.name for n in reversed(graph.node) if n.op_type in QUANTIZABLE and n.name]
+    return nodes, "last"
 
 
 # Same size and latency as plain int8, so they come before anything that keeps float.
@@ -151,16 +168,21 @@ class Quant:
 
 
 def tflite_rungs(
-    model: Any, calibration: np.ndarray, float_io: bool = True, corrected: bool = True
+    model: Any,
+    calibration: np.ndarray,
+    float_io: bool = True,
+    corrected: bool = True,
+    granularity: str | None = None,
 ) -> Iterator[Rung]:
     """The TFLite ladder; `float_io=False` (a device that takes integer I/O only) skips the
     sensitivity analysis, whose rungs all have float I/O; `corrected=False` (a forced
-    method) skips the corrected int8 rungs."""
+    method) skips the corrected int8 rungs; layers are ranked at the ladder's `granularity`
+    (a layer per-tensor weights hurt may be harmless per channel)."""
     yield Rung("tflite-int8", "full int8, int8 input/output")
     for label, options in CORRECTED if corrected else []:
         yield Rung("tflite-int8", label, dict(options))
     yield Rung("tflite-int8-float-io", "int8 internals, float input/output")
-    sensitive = _tflite_sensitive(model, calibration) if float_io else []
+    sensitive = _tflite_sensitive(model, calibration, granularity) if float_io else []
     for k in SENSITIVE_STEPS:
         if k <= len(sensitive):
             keep = sensitive[:k]
@@ -173,18 +195,25 @@ def tflite_rungs(
         yield Rung(f"tflite-{precision}", BY_NAME[f"tflite-{precision}"].description)
 
 
-def onnx_rungs(model: Any, scratch: Path, corrected: bool = True) -> Iterator[Rung]:
+def onnx_rungs(
+    model: Any,
+    scratch: Path,
+    corrected: bool = True,
+    calibration: np.ndarray | None = None,
+    granularity: str | None = None,
+) -> Iterator[Rung]:
+    """The ONNX ladder; nodes are ranked (measured, at `granularity`) only once the ladder
+    gets past the full-int8 rungs, so a model whose int8 is fine never pays for it."""
     yield Rung("onnx-int8", "static QDQ int8")
     for label, options in CORRECTED if corrected else []:
         yield Rung("onnx-int8", label, dict(options))
-    fp32 = convert(model, BY_NAME["onnx-fp32"], scratch / "probe")
-    nodes = _onnx_quantizable_nodes(fp32)
+    nodes, how = _onnx_sensitive(model, calibration, scratch, granularity)
     for k in SENSITIVE_STEPS:
         if k <= len(nodes):
             keep = nodes[:k]
             yield Rung(
                 "onnx-int8",
-                f"int8 with the last {k} quantizable node(s) float: {', '.join(keep)}",
+                f"int8 with the {how} {k} node(s) float: {', '.join(keep)}",
                 {"nodes_to_exclude": keep},
             )
     for precision in ("dynamic", "fp16", "fp32"):
@@ -253,9 +282,9 @@ def search(
     float_io = device is None or device.admits("tflite-int8-float-io") is None
     corrected = quant.method is None
     rungs = (
-        tflite_rungs(model, calibration, float_io, corrected)
+        tflite_rungs(model, calibration, float_io, corrected, quant.granularity)
         if fmt == "tflite"
-        else onnx_rungs(model, scratch, corrected)
+        else onnx_rungs(model, scratch, corrected, calibration, quant.granularity)
     )
     ladder: list[dict[str, Any]] = []
     for i, rung in enumerate(map(quant.apply, rungs)):
