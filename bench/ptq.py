@@ -170,10 +170,14 @@ def ours_rows(fmt: str, probe: Any) -> tuple[list[tuple[str, dict]], list[str], 
         if not values:
             notes.append(f"{fmt} option `{name}` found, no values to try were discoverable")
         rows += [(f"{name}={v}", {name: v}) for v in values]
-    # The weight methods stack (equalize, then bias correction): one row with every bool on.
-    switches = {n: True for n, p in new.items() if isinstance(p.default, bool) and not p.default}
-    if len(switches) > 1:
-        rows.append((" + ".join(switches), switches))
+    # The weight methods stack (equalize or AdaRound, then bias correction): each with bias
+    # correction after it; without bias correction, one row with every bool on.
+    switches = [n for n, p in new.items() if isinstance(p.default, bool) and not p.default]
+    last = "bias_correction" if "bias_correction" in switches else None
+    if last:
+        rows += [(f"{n} + {last}", {n: True, last: True}) for n in switches if n != last]
+    elif len(switches) > 1:
+        rows.append((" + ".join(switches), dict.fromkeys(switches, True)))
     return rows, notes, "granularity" in new
 
 

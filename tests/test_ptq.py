@@ -246,6 +246,29 @@ def test_equalization_is_exact_for_relu_and_helps_per_tensor_int8(tmp_path) -> N
     assert equalize(_separable(relu6=True)).relu6_replaced == 3
 
 
+def test_equalization_keeps_the_relu6_of_a_hard_swish() -> None:
+    """MobileNetV3's hard-swish is x * relu6(x + 3) / 6: that ReLU6 is not between a pair and
+    keeps its clip (replacing every ReLU6 took a trained MobileNetV3-Small to chance)."""
+    import keras
+
+    from toolkit.convert.equalize import equalize
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 3), name="input")
+    h = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, padding="same")(inputs))
+    h = keras.layers.Multiply()([h, keras.layers.ReLU(6.0)(h + 3.0) * (1.0 / 6.0)])
+    h = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(h)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization(name="dw_bn")(h))
+    h = keras.layers.Conv2D(4, 1, name="pw")(h)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
+    x = np.random.default_rng(0).normal(0, 4, (64, 8, 8, 3)).astype(np.float32)
+    eq = equalize(model)
+    assert eq.pairs == [("dw", "pw")] and eq.relu6_replaced == 0, (eq.pairs, eq.summary)
+    ref = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(eq.model(x, training=False)), ref, rtol=1e-4,
+                               atol=1e-5 * np.abs(ref).max())  # fmt: skip
+
+
 def test_equalization_skips_what_it_cannot_apply_to() -> None:
     """No pair (a dense softmax head on a tanh layer): the original model, with a reason."""
     import keras

@@ -86,7 +86,9 @@ class _Site:
     fold: np.ndarray  # per output channel: gamma / sqrt(var + eps), or ones
 
 
-def _sites(model: Any) -> list[_Site]:
+def _sites(model: Any, biased_only: bool = True) -> list[_Site]:
+    """The weighted layers in model order, with the BatchNorm the converters fold into each;
+    `biased_only` (bias correction): only those with a bias or BatchNorm to move."""
     consumers = _consumers(model)
     sites = []
     for layer in _walk(model):
@@ -104,7 +106,7 @@ def _sites(model: Any) -> list[_Site]:
         if bn is not None:
             gamma = bn.gamma.numpy() if bn.gamma is not None else np.ones(channels, np.float32)
             fold = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-        if not getattr(layer, "use_bias", False) and bn is None:
+        if biased_only and not getattr(layer, "use_bias", False) and bn is None:
             continue  # no bias to move
         sites.append(_Site(layer, bn, fold.astype(np.float32)))
     return sites
@@ -152,10 +154,12 @@ class _Stats:
 
 @contextmanager
 def _recording(layers: list[Any], stats: _Stats,
-               ranges: dict[int, tuple[float, float]] | None = None) -> Iterator[None]:  # fmt: skip
+               ranges: dict[int, tuple[float, float]] | None = None,
+               keep: tuple[int, list[np.ndarray]] | None = None) -> Iterator[None]:  # fmt: skip
     """Record each layer's input (summed over the batch, and its range) while the model runs
     eagerly; with `ranges` (key: the float model's layer), round the input to 8 bits first,
-    as the int8 file does, so the quantized copy sees activation rounding too."""
+    as the int8 file does, so the quantized copy sees activation rounding too. `keep=(i,
+    batches)` also appends layer i's whole input batches (adaround learns from them)."""
     import keras
 
     def wrap(layer: Any, call: Any, key: int) -> Any:
@@ -164,6 +168,8 @@ def _recording(layers: list[Any], stats: _Stats,
             if ranges is not None and key in ranges:
                 batch = fake_quantize_activation(batch, *ranges[key])
                 inputs = keras.ops.convert_to_tensor(batch)
+            if keep is not None and keep[0] == key:
+                keep[1].append(batch)
             stats.sums[key] = stats.sums.get(key, 0.0) + batch.astype(np.float64).sum(axis=0)
             stats.lo[key] = min(stats.lo.get(key, np.inf), float(batch.min()))
             stats.hi[key] = max(stats.hi.get(key, -np.inf), float(batch.max()))

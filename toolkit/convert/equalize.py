@@ -8,7 +8,8 @@ input channel i by s_i computes the same function (ReLU is positively homogeneou
 padding too), and s_i = sqrt(r1_i / r2_i) gives both the same range sqrt(r1_i r2_i).
 
 ReLU6 is not homogeneous (the clip at 6 moves), so, as AIMET does, equalization replaces
-ReLU6 by ReLU first: the float model changes slightly, and validation keeps measuring every
+the ReLU6 between a pair by ReLU first (any other ReLU6, e.g. inside a hard-swish, keeps
+its clip): the float model changes slightly, and validation keeps measuring every
 artifact against the original model. `equalize` returns the new model and what it did; the
 converter then reproduces the equalized weights exactly.
 """
@@ -77,9 +78,12 @@ def _is_relu6(cfg: dict[str, Any]) -> bool:
     return _class(cfg) == "Activation" and c.get("activation") == "relu6"
 
 
-def _homogeneous(cfg: dict[str, Any]) -> bool:
-    """A pass-through layer with f(s x) = s f(x) for s > 0 (after ReLU6 -> ReLU)."""
+def _homogeneous(cfg: dict[str, Any], relu6: bool = False) -> bool:
+    """A pass-through layer with f(s x) = s f(x) for s > 0; `relu6`: ReLU6 counts too (it
+    becomes ReLU when it lies between a pair)."""
     c = cfg.get("config", {})
+    if relu6 and _is_relu6(cfg):
+        return True
     if _class(cfg) == "ReLU":
         return not c.get("negative_slope") and not c.get("threshold")
     if _class(cfg) == "Activation":
@@ -87,8 +91,11 @@ def _homogeneous(cfg: dict[str, Any]) -> bool:
     return _class(cfg) in HOMOGENEOUS
 
 
-def _chains(config: dict[str, Any]) -> list[tuple[str, str | None, str]]:
-    """(A, its BatchNorm or None, B) for every equalizable pair."""
+def _chains(
+    config: dict[str, Any], relu6: bool = False
+) -> list[tuple[str, str | None, str, list[str]]]:
+    """(A, its BatchNorm or None, B, the layers between them) for every equalizable pair;
+    `relu6`: the pairs ReLU6 -> ReLU would make (see `_relu6_to_relu`)."""
     layers = {cfg["name"]: cfg for cfg in config["layers"]}
     if not any(cfg.get("inbound_nodes") for cfg in config["layers"]):  # Sequential: in order
         order = [cfg["name"] for cfg in config["layers"]]
@@ -106,8 +113,9 @@ def _chains(config: dict[str, Any]) -> list[tuple[str, str | None, str]]:
     for b_name, b_cfg in layers.items():
         if _class(b_cfg) not in WEIGHTED:
             continue
-        node, bn = inbound[b_name], None
-        while len(node) == 1 and _homogeneous(layers[node[0]]):
+        node, bn, walked = inbound[b_name], None, []
+        while len(node) == 1 and _homogeneous(layers[node[0]], relu6):
+            walked.append(node[0])
             node = inbound[node[0]] if len(consumers[node[0]]) == 1 else []
         if len(node) == 1 and _class(layers[node[0]]) == "BatchNormalization":
             bn_cfg = layers[node[0]]["config"]
@@ -121,9 +129,9 @@ def _chains(config: dict[str, Any]) -> list[tuple[str, str | None, str]]:
         if len(consumers[a_name]) != 1 or a_name in outputs or (bn and bn in outputs):
             continue
         fused = layers[a_name]["config"].get("activation", "linear")
-        if bn is None and fused not in ("linear", "relu", None):
+        if bn is None and fused not in ("linear", "relu", None, *(("relu6",) if relu6 else ())):
             continue  # A itself is scaled: its own activation must be homogeneous too
-        chains.append((a_name, bn, b_name))
+        chains.append((a_name, bn, b_name, walked))
     return chains
 
 
@@ -199,12 +207,19 @@ def _scale_pair(a: Any, bn: Any, b: Any) -> bool:
 
 
 def _relu6_to_relu(config: dict[str, Any]) -> int:
-    """Replace ReLU6 by ReLU in a model config, nested models included; how many."""
+    """Replace ReLU6 by ReLU in a model config where it lies between an equalizable pair
+    (fused into A, or between A and B), nested models included; how many. Any other ReLU6
+    keeps its clip: inside MobileNetV3's hard-sigmoid, relu6(x + 3) / 6, it is the function
+    (replacing it there took a trained MobileNetV3-Small from 43.7 % to chance)."""
+    chains = _chains(config, relu6=True)
+    on_pairs = {a for a, bn, _, _ in chains if bn is None} | {w for c in chains for w in c[3]}
     replaced = 0
     for cfg in config.get("layers", []):
         inner = cfg.get("config", {})
         if "layers" in inner:  # a nested Functional / Sequential (a transfer backbone)
             replaced += _relu6_to_relu(inner)
+        elif cfg.get("name") not in on_pairs:
+            continue
         elif _class(cfg) in WEIGHTED and inner.get("activation") == "relu6":
             inner["activation"] = "relu"
             replaced += 1
@@ -223,7 +238,7 @@ def _equalize_in(model: Any, prefix: str = "") -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     chains = _chains(model.get_config())
     for _ in range(ITERATIONS):
-        for a, bn, b in chains:
+        for a, bn, b, _ in chains:
             layer_bn = model.get_layer(bn) if bn else None
             done = _scale_pair(model.get_layer(a), layer_bn, model.get_layer(b))
             if done and (prefix + a, prefix + b) not in pairs:

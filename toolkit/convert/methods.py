@@ -33,6 +33,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            {"equalize": True}),
     Method("equalize+bias-correction", "equalization, then bias correction",
            {"equalize": True, "bias_correction": True}),
+    Method("adaround", "learned up/down rounding of each weight (AdaRound)",
+           {"adaround": True}),
+    Method("adaround+bias-correction", "AdaRound, then bias correction",
+           {"adaround": True, "bias_correction": True}),
 )}  # fmt: skip
 
 
@@ -65,7 +69,7 @@ def check_method(name: str, formats: list[Format]) -> Method:
 
 def method_of(options: dict[str, Any]) -> str:
     """The method name a set of exporter options is (report.json's `ptq.method`)."""
-    keys = ("ranges", "equalize", "bias_correction")
+    keys = ("ranges", "equalize", "adaround", "bias_correction")
     chosen = {k: v for k, v in options.items() if k in keys and v not in (False, None, "minmax")}
     for method in METHODS.values():
         if method.options == chosen:

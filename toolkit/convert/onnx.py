@@ -186,6 +186,7 @@ def export_onnx(
     granularity: str = "per-channel",
     ranges: str = "minmax",
     equalize: bool = False,
+    adaround: bool = False,
     bias_correction: bool = False,
 ) -> Path:
     """Convert a Keras model to an `.onnx` file at `precision`; return the written path.
@@ -211,6 +212,8 @@ def export_onnx(
             "percentile" (99.999) or "entropy".
         equalize: cross-layer equalization of the Keras weights first (ReLU6 becomes
             ReLU; see `equalize`); for depthwise-separable nets, per tensor above all.
+        adaround: learned rounding of the weights (see `adaround`), for "int8"; after
+            equalization, before bias correction.
         bias_correction: move each layer's bias by the output shift its int8 weights cause
             (on the calibration samples; see `bias_correct`), for "int8".
     """
@@ -223,14 +226,21 @@ def export_onnx(
         from toolkit.convert.equalize import equalized
 
         model = equalized(model)
+    levels = 64 if reduce_range else 127  # ORT's symmetric int8 weights, 7-bit or 8-bit
+    for name, on in (("adaround", adaround), ("bias_correction", bias_correction)):
+        if on and precision != "int8":
+            raise UserError(f"{name} applies to onnx int8; got precision {precision!r}")
+        if on:
+            calibration = check_calibration(
+                calibration, default_input_shape(model, batch=None), "onnx-int8"
+            )
+    if adaround:
+        from toolkit.convert.adaround import rounded
+
+        model = rounded(model, calibration, "onnx", granularity == "per-tensor", levels)
     if bias_correction:
-        if precision != "int8":
-            raise UserError(f"bias_correction applies to onnx int8; got precision {precision!r}")
         from toolkit.convert.bias_correct import corrected
 
-        shape = default_input_shape(model, batch=None)
-        calibration = check_calibration(calibration, shape, "onnx-int8")
-        levels = 64 if reduce_range else 127  # ORT's symmetric int8 weights, 7-bit or 8-bit
         model = corrected(model, calibration, "onnx", granularity == "per-tensor", levels)
     filepath = Path(filepath)
     if filepath.suffix != ".onnx":

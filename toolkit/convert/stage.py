@@ -77,12 +77,11 @@ def quantization_options(
     Granularity goes to every quantized precision; ranges to the calibrated int8 artifacts
     (TFLite int8 / int8-float-io / uint8: minmax, percentile, mse; ONNX int8: ORT's minmax,
     percentile, entropy). A range method no chosen artifact supports is a UserError."""
+    from toolkit.convert.methods import check_method, takes_method
     from toolkit.core.errors import UserError
 
     check_granularity(granularity)
     if ptq is not None:
-        from toolkit.convert.methods import check_method
-
         if ranges or equalize or bias_correction:
             raise UserError("--ptq METHOD names one method: drop --ranges, --equalize and "
                             "--bias-correction, or drop --ptq")  # fmt: skip
@@ -90,6 +89,9 @@ def quantization_options(
         ranges = forced.get("ranges")
         equalize = bool(forced.get("equalize"))
         bias_correction = bool(forced.get("bias_correction"))
+        adaround = bool(forced.get("adaround"))
+    else:
+        adaround = False  # no flag of its own: `--ptq adaround` names it
     options: dict[str, dict[str, Any]] = {}
     supported = {"tflite": ("minmax", "percentile", "mse"),
                  "onnx": ("minmax", "percentile", "entropy")}  # fmt: skip
@@ -106,6 +108,8 @@ def quantization_options(
             opts["ranges"] = ranges
         if equalize and fmt.format != "keras" and fmt.precision not in ("fp32", "fp16"):
             opts["equalize"] = True  # float files stay the original model, for comparison
+        if adaround and takes_method(fmt):
+            opts["adaround"] = True
         if bias_correction and fmt.needs_calibration and fmt.format != "keras":
             opts["bias_correction"] = True
         if opts:

@@ -230,6 +230,7 @@ def export_tflite(
     granularity: str = "per-channel",
     ranges: str = "minmax",
     equalize: bool = False,
+    adaround: bool = False,
     bias_correction: bool = False,
 ) -> Path:
     """Convert a Keras model to a `.tflite` file at `precision`; return the written path.
@@ -249,6 +250,9 @@ def export_tflite(
             converter's), "percentile" or "mse" (see `tflite_ranges`).
         equalize: cross-layer equalization of the Keras weights first (ReLU6 becomes
             ReLU; see `equalize`); for depthwise-separable nets, per tensor above all.
+        adaround: learn each weight's rounding (up or down) to keep every layer's output on
+            the calibration samples (see `adaround`), for the calibrated precisions; after
+            equalization, before bias correction.
         bias_correction: move each layer's bias by the output shift its int8 weights cause
             (on the calibration samples; see `bias_correct`), for the calibrated precisions.
     """
@@ -257,6 +261,15 @@ def export_tflite(
         from toolkit.convert.equalize import equalized
 
         model = equalized(model)
+    if adaround:
+        if precision not in FULL_INTEGER or precision == "int16x8":
+            raise UserError(f"adaround applies to tflite int8 / int8-float-io / uint8; got "
+                            f"precision {precision!r}")  # fmt: skip
+        from toolkit.convert.adaround import rounded
+
+        shape = sig.input_signature(model, input_signature)[0].shape
+        calibration = check_calibration(calibration, shape, f"tflite-{precision}")
+        model = rounded(model, calibration, "tflite", granularity == "per-tensor", 127)
     if bias_correction:
         if precision not in FULL_INTEGER:
             raise UserError(f"bias_correction applies to tflite {', '.join(FULL_INTEGER)}; "

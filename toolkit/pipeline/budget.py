@@ -8,16 +8,19 @@ Per format, rungs run cheapest first; each candidate is converted, measured in i
 runtime on the *validation* split (the test split stays for the final report, so choosing does
 not peek at it), and the first rung inside the budget wins:
 
-  tflite: int8 -> int8 of bias-corrected weights -> the same after equalization ->
+  tflite: int8 -> int8 of bias-corrected weights -> the same after equalization -> the
+          same after AdaRound instead ->
           int8-float-io -> int8 with the most sensitive layers kept float (LiteRT's
           quantization debugger ranks them, at the ladder's granularity) -> int16x8 ->
           dynamic -> fp16 -> fp32
-  onnx:   int8 -> int8 of bias-corrected weights -> the same after equalization -> int8
+  onnx:   int8 -> int8 of bias-corrected weights -> the same after equalization -> the
+          same after AdaRound instead -> int8
           with the most sensitive nodes kept float (weight and output SQNR measured on an
           int8 probe, `toolkit.convert.onnx_sensitivity`) -> dynamic -> fp16 -> fp32
 
-The corrected int8 rungs have the plain int8's size and latency (only biases and channel
-scales change; `toolkit.convert.equalize`, `bias_correct`): they cost conversion time only.
+The corrected int8 rungs have the plain int8's size and latency (only biases, channel scales
+and which way weights round change; `toolkit.convert.equalize`, `bias_correct`, `adaround`):
+they cost conversion time only.
 
 `--granularity per-tensor` (or a `--fits` profile's `granularity`) goes to every quantized
 rung; `--ptq METHOD` forces one method on every calibrated int8 rung instead of trying the
@@ -144,6 +147,8 @@ CORRECTED = [
     ("full int8, bias-corrected weights (same size and latency)", {"bias_correction": True}),
     ("full int8, equalized + bias-corrected weights (same size and latency)",
      {"equalize": True, "bias_correction": True}),
+    ("full int8, AdaRound-rounded + bias-corrected weights (same size and latency)",
+     {"adaround": True, "bias_correction": True}),
 ]  # fmt: skip
 
 

@@ -275,6 +275,10 @@ def _ptq_of(row: Any, options: dict[str, dict[str, Any]], model: Any) -> dict[st
         from toolkit.convert.equalize import cached
 
         ptq["equalize"] = cached(model).summary  # or "skipped: <why>"
+    if opts.get("adaround"):
+        from toolkit.convert.adaround import SUMMARY as ROUNDED
+
+        ptq["adaround"] = ROUNDED.get(row.format, "not run")
     if opts.get("bias_correction"):
         from toolkit.convert.bias_correct import SUMMARY
 

@@ -1,0 +1,182 @@
+"""AdaRound (Nagel et al., 2020) on the Keras weights, before conversion.
+
+Rounding each int8 weight to its nearest level is not what keeps a layer's output closest:
+errors of neighbouring weights add up on the same output. AdaRound learns, per weight, whether
+to round down or up, minimising the layer's output error on calibration inputs (a soft
+rectified-sigmoid relaxation annealed to hard 0/1 decisions). The chosen levels are written back
+as float weights that sit exactly on the converter's grid (symmetric int8, per channel or per
+tensor, of the BatchNorm-folded kernel, with the peak weight -- and so the scale -- unchanged),
+so TFLiteConverter and onnxruntime round them to exactly the learned integers.
+
+Layers are rounded in model order; each sees the inputs of the copy whose upstream layers are
+already rounded and whose activations are 8-bit (as `bias_correct` simulates them), so later
+layers compensate for earlier ones. MAX_SAMPLES calibration samples, ITERATIONS Adam steps a
+layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from toolkit.convert.bias_correct import _out_view, _recording, _sites, _Stats
+
+MAX_SAMPLES = 128
+ITERATIONS = 400
+_BATCH = 32
+_ZETA, _GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
+_REG = 0.01  # weight of the push towards hard 0/1 decisions
+_BETA = (20.0, 2.0)  # annealed over the iterations after a 20 % warm-up without it
+
+
+@dataclass
+class Rounded:
+    model: Any
+    layers: list[str] = field(default_factory=list)  # layers whose rounding changed
+    flipped: float = 0.0  # fraction of weights rounded away from nearest
+    skipped: str | None = None
+
+    @property
+    def summary(self) -> str:
+        """What report.json's `ptq.adaround` says."""
+        if self.skipped:
+            return f"skipped: {self.skipped}"
+        share = f"{100 * self.flipped:.1f} %"
+        return f"{len(self.layers)} layers, {share} of weights not rounded to nearest"
+
+
+def _op(layer: Any, x: Any, kernel: Any) -> Any:
+    """The layer's linear op (no bias, no activation) with `kernel`, differentiable."""
+    import keras
+
+    kind = type(layer).__name__
+    if kind == "Dense":
+        return keras.ops.matmul(x, kernel)
+    if kind == "DepthwiseConv2D":
+        return keras.ops.depthwise_conv(x, kernel, strides=layer.strides, padding=layer.padding,
+                                        data_format=layer.data_format,
+                                        dilation_rate=layer.dilation_rate)  # fmt: skip
+    return layer.convolution_op(x, kernel)
+
+
+def _grid(folded: np.ndarray, per_tensor: bool, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, floor(w / scale)) of the converter's symmetric grid, output channels last."""
+    flat = folded.reshape(-1, folded.shape[-1])
+    peak = np.max(np.abs(flat)) if per_tensor else np.max(np.abs(flat), axis=0)
+    scale = np.where(peak > 0, peak / levels, 1.0).astype(np.float32)
+    return scale, np.floor(folded / scale)
+
+
+def _learn(layer: Any, x: np.ndarray, kernel: np.ndarray, fold: np.ndarray, per_tensor: bool,
+           levels: int) -> tuple[np.ndarray, int]:  # fmt: skip
+    """The layer's kernel with learned rounding (same shape, on the converter's grid), and how
+    many weights it rounds away from nearest."""
+    import tensorflow as tf
+
+    view = _out_view(layer, kernel)
+    safe = np.where(fold == 0, 1.0, fold).astype(np.float32)
+    folded = view * safe
+    scale, floor = _grid(folded, per_tensor, levels)
+    rest = np.clip(folded / scale - floor, 0.0, 1.0)
+    # h(v) = clip(sigmoid(v) (zeta - gamma) + gamma, 0, 1) starts at the residual: nearest
+    # rounding is where the search begins, not a coin flip.
+    init = -np.log((_ZETA - _GAMMA) / (np.clip(rest, 0.01, 0.99) - _GAMMA) - 1)
+    v = tf.Variable(init.astype(np.float32))
+    const = {k: tf.constant(a.astype(np.float32)) for k, a in
+             (("floor", floor), ("scale", scale), ("fold", safe))}  # fmt: skip
+    target_kernel = tf.constant(kernel.astype(np.float32))
+    xs = tf.constant(x)
+
+    def soft_kernel(hard: bool) -> Any:
+        h = tf.clip_by_value(tf.sigmoid(v) * (_ZETA - _GAMMA) + _GAMMA, 0.0, 1.0)
+        if hard:
+            h = tf.cast(h >= 0.5, tf.float32)
+        q = tf.clip_by_value(const["floor"] + h, -levels, levels) * const["scale"]
+        return tf.reshape(q / const["fold"], kernel.shape), h
+
+    target = _op(layer, xs, target_kernel)
+    power = tf.reduce_mean(tf.square(target)) + 1e-12
+    opt = tf.keras.optimizers.Adam(learning_rate=1e-2)
+    warm = int(0.2 * ITERATIONS)
+    for step in range(ITERATIONS):
+        with tf.GradientTape() as tape:
+            k, h = soft_kernel(hard=False)
+            loss = tf.reduce_mean(tf.square(_op(layer, xs, k) - target)) / power
+            if step >= warm:  # then push every h to 0 or 1, ever harder
+                t = (step - warm) / max(ITERATIONS - warm, 1)
+                beta = _BETA[1] + 0.5 * (_BETA[0] - _BETA[1]) * (1 + np.cos(np.pi * t))
+                loss = loss + _REG * tf.reduce_mean(1 - tf.pow(tf.abs(2 * h - 1), beta))
+        opt.apply_gradients([(tape.gradient(loss, v), v)])
+    learned, h = soft_kernel(hard=True)
+    changed = int(np.sum(h.numpy() != (rest >= 0.5)))
+    return learned.numpy(), changed
+
+
+def _inputs(model: Any, layers: list[Any], index: int, x: np.ndarray,
+            ranges: dict[int, tuple[float, float]] | None) -> np.ndarray:  # fmt: skip
+    """The full input batch of `layers[index]` over `x` (8-bit rounded where `ranges`)."""
+    kept: list[np.ndarray] = []
+    stats = _Stats()
+    with _recording(layers, stats, ranges, keep=(index, kept)):
+        for i in range(0, len(x), _BATCH):
+            model(x[i : i + _BATCH], training=False)
+    return np.concatenate(kept) if kept else np.zeros((0,), np.float32)
+
+
+def adaround(model: Any, calibration: np.ndarray, *, per_tensor: bool = False,
+             levels: int = 127) -> Rounded:  # fmt: skip
+    """A copy of `model` whose conv/depthwise/dense kernels sit on the int8 grid with learned
+    rounding."""
+    from toolkit.core.model_copy import clone_with_weights
+
+    try:
+        clone = clone_with_weights(model)
+    except Exception as exc:  # a subclassed model without a config
+        return Rounded(model, skipped=f"the model cannot be cloned ({type(exc).__name__})")
+    sites = _sites(clone, biased_only=False)
+    if not sites:
+        return Rounded(model, skipped="no conv/depthwise/dense layer")
+    x = np.asarray(calibration, np.float32)[:MAX_SAMPLES]
+    layers = [s.layer for s in sites]
+    floats = _Stats()
+    with _recording(layers, floats):
+        for i in range(0, len(x), _BATCH):
+            clone(x[i : i + _BATCH], training=False)
+    ranges = {i: (floats.lo[i], floats.hi[i]) for i in floats.sums}
+    result, flipped, total = Rounded(clone), 0, 0
+    for i, site in enumerate(sites):  # in model order: each sees upstream rounding
+        if i not in ranges:
+            continue  # a layer the calibration never reached
+        weights = site.layer.get_weights()
+        kernel = np.asarray(weights[0], np.float32)
+        inputs = _inputs(clone, layers, i, x, ranges)
+        learned, changed = _learn(site.layer, inputs, kernel, site.fold, per_tensor, levels)
+        flipped, total = flipped + changed, total + kernel.size
+        weights[0] = learned.astype(np.float32)
+        site.layer.set_weights(weights)
+        if changed:
+            result.layers.append(site.layer.name)
+    result.flipped = flipped / max(total, 1)
+    return result
+
+
+_LAST: list[tuple[tuple[Any, ...], Rounded]] = []
+SUMMARY: dict[str, str] = {}  # format -> what the last rounding for it did (report.json)
+
+
+def rounded(model: Any, calibration: np.ndarray, fmt: str, per_tensor: bool, levels: int) -> Any:
+    """The model an exporter converts with `adaround=True`, once per model state, calibration
+    set and weight grid; the original when the method cannot apply (`SUMMARY[fmt]` says)."""
+    from toolkit.core.model_stats import weights_digest
+
+    data = hashlib.sha256(np.ascontiguousarray(calibration, np.float32).tobytes()).hexdigest()
+    key = (id(model), weights_digest(model), data, per_tensor, levels)
+    result = next((r for known, r in _LAST if known == key), None)
+    if result is None:
+        result = adaround(model, calibration, per_tensor=per_tensor, levels=levels)
+        _LAST[:] = [*_LAST[-3:], (key, result)]
+    SUMMARY[fmt] = result.summary
+    return result.model
