@@ -281,3 +281,13 @@ def test_equalization_skips_what_it_cannot_apply_to() -> None:
     eq = equalize(model)
     assert eq.model is model and eq.pairs == []
     assert eq.summary == "skipped: no conv/depthwise/dense pairs to equalize"
+
+
+def test_the_method_table_names_the_ranges_each_exporter_takes() -> None:
+    """`--ranges` is checked against toolkit.convert.methods; the exporters check their own
+    constants: one must not drift from the other."""
+    from toolkit.convert import onnx, tflite_ranges
+    from toolkit.convert.methods import range_methods
+
+    assert set(range_methods()["tflite"]) == set(tflite_ranges.METHODS)
+    assert set(range_methods()["onnx"]) == set(onnx.RANGES)

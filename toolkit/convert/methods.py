@@ -40,6 +40,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}  # fmt: skip
 
 
+def range_methods() -> dict[str, tuple[str, ...]]:
+    """Format -> the activation-range methods its exporter takes (min-max first)."""
+    return {fmt: ("minmax", *[m.options["ranges"] for m in METHODS.values()
+                              if "ranges" in m.options and fmt in m.formats])
+            for fmt in ("tflite", "onnx")}  # fmt: skip
+
+
 def get_method(name: str) -> Method:
     if name not in METHODS:
         raise unknown("--ptq method", name, METHODS)

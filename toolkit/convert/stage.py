@@ -77,7 +77,7 @@ def quantization_options(
     Granularity goes to every quantized precision; ranges to the calibrated int8 artifacts
     (TFLite int8 / int8-float-io / uint8: minmax, percentile, mse; ONNX int8: ORT's minmax,
     percentile, entropy). A range method no chosen artifact supports is a UserError."""
-    from toolkit.convert.methods import check_method, takes_method
+    from toolkit.convert.methods import check_method, range_methods, takes_method
     from toolkit.core.errors import UserError
 
     check_granularity(granularity)
@@ -93,8 +93,7 @@ def quantization_options(
     else:
         adaround = False  # no flag of its own: `--ptq adaround` names it
     options: dict[str, dict[str, Any]] = {}
-    supported = {"tflite": ("minmax", "percentile", "mse"),
-                 "onnx": ("minmax", "percentile", "entropy")}  # fmt: skip
+    supported = range_methods()
     for fmt in formats:
         opts: dict[str, Any] = {}
         if granularity and fmt.precision not in ("fp32", "fp16") and fmt.format != "keras":
