@@ -10,8 +10,8 @@ so TFLiteConverter and onnxruntime round them to exactly the learned integers.
 
 Layers are rounded in model order; each sees the inputs of the copy whose upstream layers are
 already rounded and whose activations are 8-bit (as `bias_correct` simulates them), so later
-layers compensate for earlier ones. MAX_SAMPLES calibration samples, ITERATIONS Adam steps a
-layer.
+layers compensate for earlier ones. MAX_SAMPLES calibration samples (fewer for a layer with
+big feature maps: at most MAX_ELEMENTS input values), ITERATIONS Adam steps a layer.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from toolkit.convert.bias_correct import _out_view, _recording, _sites, _Stats
 
 MAX_SAMPLES = 128
+MAX_ELEMENTS = 4_000_000  # per layer's learning batch: big feature maps take fewer samples
 ITERATIONS = 400
 _BATCH = 32
 _ZETA, _GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (the paper's values)
@@ -153,6 +154,8 @@ def adaround(model: Any, calibration: np.ndarray, *, per_tensor: bool = False,
         weights = site.layer.get_weights()
         kernel = np.asarray(weights[0], np.float32)
         inputs = _inputs(clone, layers, i, x, ranges)
+        per_sample = max(int(np.prod(inputs.shape[1:])), 1)
+        inputs = inputs[: max(8, MAX_ELEMENTS // per_sample)]  # (MobileNetV2-224: 9 at 112x112x32)
         learned, changed = _learn(site.layer, inputs, kernel, site.fold, per_tensor, levels)
         flipped, total = flipped + changed, total + kernel.size
         weights[0] = learned.astype(np.float32)
