@@ -363,12 +363,14 @@ def _value(metric: str, value: float) -> str:
 
 def _row(r: dict, metric: str = "accuracy") -> str:
     if r.get("error"):
-        return f"| {r['method']} | failed: {r['error'][:110]} | | | | |"
+        return f"| {r['method']} | failed: {r['error'][:110]} | | | | | |"
     ci = f" ({r['ci95_pp'][0]:+.2f}..{r['ci95_pp'][1]:+.2f})" if r["ci95_pp"] else ""
     size = f"{r['size_bytes'] / 1024:.0f}" if r["size_bytes"] else "—"
     sqnr = "exact" if r["sqnr_db"] >= 200 else f"{r['sqnr_db']:.1f}"
+    agree = "—" if r.get("agreement") is None else f"{100 * r['agreement']:.2f} %"
     metric, drop = _value(metric, r["metric"]), f"{r['drop_pp']:+.2f}{ci}"
-    return f"| {r['method']} | {metric} | {drop} | {sqnr} | {size} | {r['convert_s']} |"
+    return (f"| {r['method']} | {metric} | {drop} | {agree} | {sqnr} | {size} "
+            f"| {r['convert_s']} |")  # fmt: skip
 
 
 def _best(rows: list[dict], keep: Callable[[dict], bool]) -> dict | None:
@@ -416,7 +418,10 @@ def section(data: dict) -> list[str]:
         "(parity labels); ROC-AUC of the reconstruction error for the autoencoder. "
         "`drop` = float Keras minus the row, in pp (AUC: x100, so 0.5 = 0.005 AUC), with the "
         "paired-bootstrap 95 % interval "
-        "(toolkit.validate.stats); SQNR of the output probabilities vs float Keras. TFLite "
+        "(toolkit.validate.stats); 'top-1 = float': the share of test samples whose top-1 "
+        "class is float Keras's (a fidelity measure the labels' noise does not blur: a row "
+        "may score above float by chance, not agree with it more); SQNR of the output "
+        "probabilities vs float Keras. TFLite "
         "files run in ai_edge_litert (XNNPACK), ONNX in onnxruntime CPU, through "
         "toolkit.runtimes.open_runner. Plain TFLiteConverter per tensor: toolkit's converter "
         "with `_experimental_disable_per_channel`; ORT `per_channel=False`; nncf "
@@ -446,9 +451,9 @@ def section(data: dict) -> list[str]:
             lines += [
                 f"**{gran}**",
                 "",
-                f"| method | {model['metric']} | drop pp (95 % CI) | SQNR dB | size KB "
-                "| convert s |",
-                "|---|---|---|---|---|---|",
+                f"| method | {model['metric']} | drop pp (95 % CI) | top-1 = float | SQNR dB "
+                "| size KB | convert s |",
+                "|---|---|---|---|---|---|---|",
                 *[_row(r, model["metric"]) for r in rows],
                 *[f"- {n}" for n in notes],
                 f"- 'ours' rows found at run time: {', '.join(options) or 'none'}.",
