@@ -291,3 +291,19 @@ def test_the_method_table_names_the_ranges_each_exporter_takes() -> None:
 
     assert set(range_methods()["tflite"]) == set(tflite_ranges.METHODS)
     assert set(range_methods()["onnx"]) == set(onnx.RANGES)
+
+
+@pytest.mark.parametrize("ranges", ["percentile", "entropy"])
+def test_onnx_histogram_ranges_take_a_calibration_set_of_any_size(mlp, tmp_path, ranges) -> None:
+    """44 samples (BasicMotions' training windows) do not split into batches of 16: ORT's
+    histogram calibrators failed on the short last batch; the reader now batches evenly."""
+    from toolkit.convert.onnx import even_batch
+    from toolkit.runtimes import open_runner
+
+    assert (even_batch(44), even_batch(256), even_batch(13), even_batch(1)) == (11, 16, 13, 1)
+    model, x = mlp
+    path = convert(model, "onnx-int8", tmp_path, calibration=x[:44], ranges=ranges)
+    with open_runner(path) as runner:
+        out = runner.predict(x[200:])
+    ref = np.asarray(model(x[200:]))
+    assert (out.argmax(1) == ref.argmax(1)).mean() > 0.9

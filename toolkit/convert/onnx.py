@@ -93,17 +93,28 @@ def _symbolic_batch(proto: Any) -> Any:
     return proto
 
 
-def calibration_reader(input_name: str, data: np.ndarray) -> Any:
-    """A CalibrationDataReader over the array, in small batches (the batch dim is symbolic)."""
+def even_batch(n: int, most: int = _CALIBRATION_BATCH) -> int:
+    """The largest batch size <= `most` that splits `n` samples into equal batches."""
+    return next(b for b in range(min(most, max(n, 1)), 0, -1) if n % b == 0)
+
+
+def calibration_reader(input_name: str, data: np.ndarray, even: bool = False) -> Any:
+    """A CalibrationDataReader over the array, in small batches (the batch dim is symbolic).
+
+    `even`: batches of one size. ORT's histogram calibrators (percentile, entropy) stack every
+    batch of a tensor into one array and fail on a short last one ("inhomogeneous shape": 44
+    BasicMotions windows in 16s)."""
     from onnxruntime.quantization import CalibrationDataReader
+
+    size = even_batch(len(data)) if even else _CALIBRATION_BATCH
 
     class ArrayReader(CalibrationDataReader):
         def __init__(self) -> None:
             self._iter = self._batches()
 
         def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-            for start in range(0, len(data), _CALIBRATION_BATCH):
-                yield {input_name: data[start : start + _CALIBRATION_BATCH]}
+            for start in range(0, len(data), size):
+                yield {input_name: data[start : start + size]}
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._iter, None)
@@ -146,7 +157,7 @@ def _quantize_static(
         quantize_static(
             str(source),
             str(out_path),
-            calibration_reader(input_name, calibration),
+            calibration_reader(input_name, calibration, even=ranges != "minmax"),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             calibrate_method=method,
