@@ -115,8 +115,14 @@ def section(data: dict) -> list[str]:
         "",
         f"The ladder of `keras-edge export --precisions auto --max-drop {data['max_drop']}` "
         "(toolkit.pipeline.budget.choose, cheapest rung first, measured on the validation "
-        "split) on each (model, granularity) where no full-int8 row of bench/ptq.py kept float "
-        f"within {GOAL_PP} pp on the test split. Rows are scored on the test split; 'val drop' "
+        "split) on "
+        + (
+            f"the (model, granularity) cases named by `--cases` ({data['cases_arg']})"
+            if data.get("cases_arg")
+            else "each (model, granularity) where no full-int8 row "
+            f"of bench/ptq.py kept float within {GOAL_PP} pp on the test split"
+        )
+        + ". Rows are scored on the test split; 'val drop' "
         "is what the ladder saw when it chose. Latency: batch-1 median of 50 runs (LiteRT "
         "XNNPACK, ORT CPU) on the shared 2-core machine. Full int8 = the same format and "
         "granularity without the ladder.",
@@ -141,7 +147,12 @@ def main() -> int:
     parser.add_argument("--cases", help="model:granularity,... (default: the hard cases)")
     parser.add_argument("--max-drop", type=float, default=0.003)
     parser.add_argument("--calib", type=int, default=256)
+    parser.add_argument(
+        "--section-only", action="store_true", help="rewrite the section from WORK/ptq_auto.json"
+    )
     args = parser.parse_args()
+    if args.section_only:
+        return write_section(json.loads((args.work / "ptq_auto.json").read_text()), args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = args.work.resolve()
     if args.cases:
@@ -152,7 +163,7 @@ def main() -> int:
                             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                             "load_before": ptq.uptime(), "max_drop": args.max_drop,
-                            "cases": []}  # fmt: skip
+                            "cases_arg": args.cases, "cases": []}  # fmt: skip
     start, prepared = time.perf_counter(), {}
     for key, gran in cases:
         if key not in prepared:
@@ -164,6 +175,10 @@ def main() -> int:
         (work / "ptq_auto.json").write_text(json.dumps(data, indent=1, default=str))
     data["load_after"], data["wall_min"] = ptq.uptime(), (time.perf_counter() - start) / 60
     (work / "ptq_auto.json").write_text(json.dumps(data, indent=1, default=str))
+    return write_section(data, args)
+
+
+def write_section(data: dict, args: Any) -> int:
     lines = section(data)
     print("\n".join(lines))
     if args.out:
