@@ -163,7 +163,8 @@ def main() -> int:
                             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                             "load_before": ptq.uptime(), "max_drop": args.max_drop,
-                            "cases_arg": args.cases, "cases": []}  # fmt: skip
+                            "cases_arg": args.cases, "commit": ptq.commit(),
+                            "cases": []}  # fmt: skip
     start, prepared = time.perf_counter(), {}
     for key, gran in cases:
         if key not in prepared:
