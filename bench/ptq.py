@@ -83,9 +83,10 @@ def commit() -> str:
 
 
 # ---------------------------------------------------------------- models and data
-def prepare(work: Path, key: str, calib_n: int, limit: int | None) -> dict:
-    """Model, calibration inputs, test inputs (one array) and labels for one model key; the
-    validation split as EvalData (what `--precisions auto` chooses on, bench/ptq_auto.py)."""
+def prepare(work: Path, key: str, calib_n: int, limit: int | None, val: bool = False) -> dict:
+    """Model, calibration inputs, test inputs (one array) and labels for one model key; with
+    `val`, the validation split as EvalData too (what `--precisions auto` chooses on,
+    bench/ptq_auto.py; parity labels cost a pass of the model)."""
     from toolkit.core.modelio import load_model
     from toolkit.data.evaldata import (
         calibration_data,
@@ -100,7 +101,7 @@ def prepare(work: Path, key: str, calib_n: int, limit: int | None) -> dict:
         ds = dataset_for_model(loaded, ptq_models.CIFAR)
         adapt = range_adapter(ds, parse_range("0,1"))
         test = eval_data(ds, "test", limit=limit, adapt=adapt, parity_model=loaded.model)
-        val = eval_data(ds, "val", adapt=adapt, parity_model=loaded.model)
+        vals = eval_data(ds, "val", adapt=adapt, parity_model=loaded.model) if val else None
         what, metric = "vww_96.h5 (third-party), CIFAR-10 at 96x96, parity", "agreement"
         float_metric = None
     else:
@@ -111,7 +112,7 @@ def prepare(work: Path, key: str, calib_n: int, limit: int | None) -> dict:
         ds = dataset_for_model(loaded, None)
         adapt = range_adapter(ds, None)
         test = eval_data(ds, "test", limit=limit, adapt=adapt)
-        val = eval_data(ds, "val", adapt=adapt)
+        vals = eval_data(ds, "val", adapt=adapt) if val else None
         metrics = json.loads((run / "metrics.json").read_text())
         epochs = metrics.get("epochs_run", "?")
         what = DESCRIBED.get(key, f"{key} (our recipe, {epochs} epochs, CIFAR-10 32x32)")
@@ -121,7 +122,7 @@ def prepare(work: Path, key: str, calib_n: int, limit: int | None) -> dict:
     x = np.asarray(test.all_inputs(), np.float32)
     splits = {s: len(getattr(ds, s).y) for s in ("train", "val", "test")}
     return {"key": key, "model": loaded.model, "calib": calib, "x": x, "y": np.asarray(test.y),
-            "test": test, "val": val, "what": what, "metric": metric, "splits": splits,
+            "test": test, "val": vals, "what": what, "metric": metric, "splits": splits,
             "recorded": float_metric, "params": int(loaded.model.count_params())}  # fmt: skip
 
 

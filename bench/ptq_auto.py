@@ -168,7 +168,7 @@ def main() -> int:
     start, prepared = time.perf_counter(), {}
     for key, gran in cases:
         if key not in prepared:
-            prepared = {key: ptq.prepare(work, key, args.calib, None)}
+            prepared = {key: ptq.prepare(work, key, args.calib, None, val=True)}
         m = prepared[key]
         print(f"{key} {gran}: the --precisions auto ladder", flush=True)
         rows = run_case(m, gran, work, args.max_drop)

@@ -82,3 +82,12 @@ def test_the_onnx_ladder_ranks_by_measurement(mlp):
     kept = [r for r in rungs if r.options.get("nodes_to_exclude")]
     assert kept and "most sensitive" in kept[0].label
     assert "middle" in kept[0].options["nodes_to_exclude"][0]
+    # the ladder's own plain int8 is ranked, not converted a second time
+    from toolkit.pipeline.budget import _built_key
+
+    plain = _int8(model, x, tmp / "p.onnx")
+    built = {_built_key("onnx-int8", {"granularity": "per-tensor"}): plain}
+    again = list(onnx_rungs(model, tmp / "reuse", calibration=x[:128], granularity="per-tensor",
+                            built=built))  # fmt: skip
+    assert [r.options for r in again] == [r.options for r in rungs]
+    assert not (tmp / "reuse" / "probe-int8").exists()

@@ -16,13 +16,12 @@ big feature maps: at most MAX_ELEMENTS input values), ITERATIONS Adam steps a la
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from toolkit.convert.bias_correct import _out_view, _recording, _sites, _Stats
+from toolkit.convert.bias_correct import _out_view, _recording, _sites, _Stats, once, weight_scale
 
 MAX_SAMPLES = 128
 MAX_ELEMENTS = 4_000_000  # per layer's learning batch: big feature maps take fewer samples
@@ -63,14 +62,6 @@ def _op(layer: Any, x: Any, kernel: Any) -> Any:
     return layer.convolution_op(x, kernel)
 
 
-def _grid(folded: np.ndarray, per_tensor: bool, levels: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, floor(w / scale)) of the converter's symmetric grid, output channels last."""
-    flat = folded.reshape(-1, folded.shape[-1])
-    peak = np.max(np.abs(flat)) if per_tensor else np.max(np.abs(flat), axis=0)
-    scale = np.where(peak > 0, peak / levels, 1.0).astype(np.float32)
-    return scale, np.floor(folded / scale)
-
-
 def _learn(layer: Any, x: np.ndarray, kernel: np.ndarray, fold: np.ndarray, per_tensor: bool,
            levels: int) -> tuple[np.ndarray, int]:  # fmt: skip
     """The layer's kernel with learned rounding (same shape, on the converter's grid), and how
@@ -80,7 +71,8 @@ def _learn(layer: Any, x: np.ndarray, kernel: np.ndarray, fold: np.ndarray, per_
     view = _out_view(layer, kernel)
     safe = np.where(fold == 0, 1.0, fold).astype(np.float32)
     folded = view * safe
-    scale, floor = _grid(folded, per_tensor, levels)
+    scale = weight_scale(folded, per_tensor, levels)  # the converter's grid
+    floor = np.floor(folded / scale)
     rest = np.clip(folded / scale - floor, 0.0, 1.0)
     # h(v) = clip(sigmoid(v) (zeta - gamma) + gamma, 0, 1) starts at the residual: nearest
     # rounding is where the search begins, not a coin flip.
@@ -173,13 +165,6 @@ SUMMARY: dict[str, str] = {}  # format -> what the last rounding for it did (rep
 def rounded(model: Any, calibration: np.ndarray, fmt: str, per_tensor: bool, levels: int) -> Any:
     """The model an exporter converts with `adaround=True`, once per model state, calibration
     set and weight grid; the original when the method cannot apply (`SUMMARY[fmt]` says)."""
-    from toolkit.core.model_stats import weights_digest
-
-    data = hashlib.sha256(np.ascontiguousarray(calibration, np.float32).tobytes()).hexdigest()
-    key = (id(model), weights_digest(model), data, per_tensor, levels)
-    result = next((r for known, r in _LAST if known == key), None)
-    if result is None:
-        result = adaround(model, calibration, per_tensor=per_tensor, levels=levels)
-        _LAST[:] = [*_LAST[-3:], (key, result)]
+    result = once(_LAST, adaround, model, calibration, per_tensor, levels)
     SUMMARY[fmt] = result.summary
     return result.model

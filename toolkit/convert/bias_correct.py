@@ -119,12 +119,18 @@ def _out_view(layer: Any, kernel: np.ndarray) -> np.ndarray:
     return kernel
 
 
-def fake_quantize(kernel: np.ndarray, per_tensor: bool, levels: int) -> np.ndarray:
-    """Symmetric int8 weight rounding: scale = max|w| / levels (127; 64 for onnxruntime's
+def weight_scale(kernel: np.ndarray, per_tensor: bool, levels: int) -> np.ndarray:
+    """The converters' symmetric int8 weight step: max|w| / levels (127; 64 for onnxruntime's
     reduce_range), per output channel (last axis) or one per tensor."""
     flat = kernel.reshape(-1, kernel.shape[-1])
     peak = np.max(np.abs(flat)) if per_tensor else np.max(np.abs(flat), axis=0)
-    scale = np.where(peak > 0, peak / levels, 1.0).astype(np.float32)
+    return np.where(peak > 0, peak / levels, 1.0).astype(np.float32)
+
+
+def fake_quantize(kernel: np.ndarray, per_tensor: bool, levels: int) -> np.ndarray:
+    """Symmetric int8 weight rounding to nearest on the `weight_scale` grid."""
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    scale = weight_scale(kernel, per_tensor, levels)
     return (np.clip(np.round(flat / scale), -levels, levels) * scale).reshape(kernel.shape)
 
 
@@ -285,19 +291,26 @@ _LAST: list[tuple[tuple[Any, ...], Corrected]] = []
 SUMMARY: dict[str, str] = {}  # format -> what the last correction for it did (report.json)
 
 
-def cached(model: Any, calibration: np.ndarray, per_tensor: bool, levels: int) -> Corrected:
-    """`bias_correct`, once per model state, calibration set and weight quantization (every
-    int8 precision of an export converts the same corrected copy)."""
+def once(memo: list[tuple[tuple[Any, ...], Any]], method: Any, model: Any,
+         calibration: np.ndarray, per_tensor: bool, levels: int) -> Any:  # fmt: skip
+    """`method(model, calibration, per_tensor=, levels=)`, once per model state, calibration
+    set and weight grid, remembered in `memo` (every int8 precision of an export converts the
+    same copy; the last four: TFLite and ONNX, 7-bit or 8-bit)."""
     from toolkit.core.model_stats import weights_digest
 
     data = hashlib.sha256(np.ascontiguousarray(calibration, np.float32).tobytes()).hexdigest()
     key = (id(model), weights_digest(model), data, per_tensor, levels)
-    for known, result in _LAST:
+    for known, result in memo:
         if known == key:
             return result
-    result = bias_correct(model, calibration, per_tensor=per_tensor, levels=levels)
-    _LAST[:] = [*_LAST[-3:], (key, result)]  # TFLite and ONNX (7-bit or 8-bit) of one export
+    result = method(model, calibration, per_tensor=per_tensor, levels=levels)
+    memo[:] = [*memo[-3:], (key, result)]
     return result
+
+
+def cached(model: Any, calibration: np.ndarray, per_tensor: bool, levels: int) -> Corrected:
+    """`bias_correct`, once per model state, calibration set and weight quantization."""
+    return once(_LAST, bias_correct, model, calibration, per_tensor, levels)
 
 
 def corrected(model: Any, calibration: np.ndarray, fmt: str, per_tensor: bool,

@@ -116,20 +116,31 @@ def _tflite_sensitive(model: Any, calibration: np.ndarray, granularity: str | No
     return [r["tensor_name"] for r in rows if np.isfinite(r["rmse_over_scale"])]
 
 
+def _built_key(name: str, options: dict[str, Any]) -> tuple[str, str]:
+    return name, repr(sorted(options.items()))
+
+
 def _onnx_sensitive(
-    model: Any, calibration: np.ndarray, scratch: Path, granularity: str | None
+    model: Any,
+    calibration: np.ndarray,
+    scratch: Path,
+    granularity: str | None,
+    built: dict[tuple[str, str], Path],
 ) -> tuple[list[str], str]:
-    """Quantized Conv/MatMul/Gemm nodes, most sensitive first (measured on an int8 probe at
-    the ladder's granularity, `onnx_sensitivity`), and how they were ranked. If the
-    measurement fails, the last nodes first: output layers are usually the most sensitive."""
+    """Quantized Conv/MatMul/Gemm nodes, most sensitive first (measured on the ladder's plain
+    int8 at its granularity, converted again only if the ladder did not build it; see
+    `onnx_sensitivity`), and how they were ranked. If the measurement fails, the last nodes
+    first: output layers are usually the most sensitive."""
     import onnx
 
     from toolkit.convert.onnx_sensitivity import QUANTIZABLE, node_sensitivity
 
     options = {"granularity": granularity} if granularity else {}
     try:
-        probe = convert(model, BY_NAME["onnx-int8"], scratch / "probe-int8",
-                        calibration=calibration, **options)  # fmt: skip
+        probe = built.get(_built_key("onnx-int8", options)) or convert(
+            model, BY_NAME["onnx-int8"], scratch / "probe-int8", calibration=calibration,
+            **options,
+        )  # fmt: skip
         return [r["node"] for r in node_sensitivity(probe, calibration)], "most sensitive"
     except Exception as err:  # ranking is an optimisation; the rungs still run unranked
         console.print(f"  onnx node sensitivity not measured ({str(err)[:120]}); last nodes "
@@ -206,13 +217,15 @@ def onnx_rungs(
     corrected: bool = True,
     calibration: np.ndarray | None = None,
     granularity: str | None = None,
+    built: dict[tuple[str, str], Path] | None = None,
 ) -> Iterator[Rung]:
     """The ONNX ladder; nodes are ranked (measured, at `granularity`) only once the ladder
-    gets past the full-int8 rungs, so a model whose int8 is fine never pays for it."""
+    gets past the full-int8 rungs, so a model whose int8 is fine never pays for it; `built`
+    (filled by `search` as it converts) lends the plain int8 to the ranking."""
     yield Rung("onnx-int8", "static QDQ int8")
     for label, options in CORRECTED if corrected else []:
         yield Rung("onnx-int8", label, dict(options))
-    nodes, how = _onnx_sensitive(model, calibration, scratch, granularity)
+    nodes, how = _onnx_sensitive(model, calibration, scratch, granularity, built or {})
     for k in SENSITIVE_STEPS:
         if k <= len(nodes):
             keep = nodes[:k]
@@ -286,10 +299,11 @@ def search(
     (costlier) accuracy pass, and the ladder says why."""
     float_io = device is None or device.admits("tflite-int8-float-io") is None
     corrected = quant.method is None
+    built: dict[tuple[str, str], Path] = {}  # what the ladder converted, by rung and options
     rungs = (
         tflite_rungs(model, calibration, float_io, corrected, quant.granularity)
         if fmt == "tflite"
-        else onnx_rungs(model, scratch, corrected, calibration, quant.granularity)
+        else onnx_rungs(model, scratch, corrected, calibration, quant.granularity, built)
     )
     ladder: list[dict[str, Any]] = []
     for i, rung in enumerate(map(quant.apply, rungs)):
@@ -298,6 +312,7 @@ def search(
             misfit = device.admits(rung.name) if device is not None else None
             if misfit is None:
                 path = convert(model, rung.fmt, where, calibration=calibration, **rung.options)
+                built[_built_key(rung.name, rung.options)] = path
                 misfit = device.fits(path, rung.name) if device is not None else None
             if misfit is not None:
                 ladder.append({"rung": rung.label, "name": rung.name, "fits": False,
