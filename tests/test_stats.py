@@ -57,5 +57,8 @@ def test_ladder_keeps_the_cheaper_rung_when_its_drop_is_noise() -> None:
     assert kept and "within noise" in why
     assert not budget.judge(0.008, None, significant=True)[0]  # a real loss: next rung
     assert not budget.judge(0.02, None, significant=False)[0]  # over 2x the budget: never
+    # an interval reaching past 2x the budget: the split cannot vouch for it (resnet8's case)
+    assert budget.judge(0.008, None, significant=False, ci95=(-0.001, 0.009))[0]
+    assert not budget.judge(0.008, None, significant=False, ci95=(-0.003, 0.019))[0]
     both = Budget(max_drop=0.01, min_sqnr=30)
     assert not both.judge(0.0, 25.0)[0] and both.judge(0.0, 31.0)[0]
