@@ -26,7 +26,6 @@ import inspect
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import traceback
@@ -41,26 +40,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ptq_anchors as anchors
 import ptq_models
+from ptq_render import DESCRIBED, TITLE, commit, replace_section, section, uptime, versions
 
-TITLE = "## Post-training quantization on hard models"
-PLAIN_ORT = "ORT quantize_static MinMax"
-DESCRIBED = {
-    "mobilenet_v2_035": "MobileNetV2 alpha 0.35 (our recipe, 10 epochs, CIFAR-10 32x32)",
-    "mobilenet_v3_small": "MobileNetV3-Small, hard-swish + squeeze-excite (our recipe, 10 epochs, "
-    "CIFAR-10 32x32)",
-    "vww_transfer": "vww_96.h5's MobileNetV1-0.25 backbone fine-tuned on CIFAR-10 "
-    "(models/cifar10-vww-transfer.yaml: 3,000 images, 32x32 resized to 96x96 in the model)",
-    "vww_transfer_full": "vww_96.h5's MobileNetV1-0.25 backbone fine-tuned on CIFAR-10 "
-    "(models/cifar10-vww-transfer.yaml on all 10,000 images, 32x32 resized to 96x96 in the model)",
-    "resnet8": "ResNet-8, MLPerf Tiny IC (models/cifar10-resnet8.yaml, its full 30-epoch recipe, "
-    "CIFAR-10 32x32)",
-    "lstm_motions": "LSTM on BasicMotions (models/basic-motions-lstm.yaml; fused "
-    "UNIDIRECTIONAL_SEQUENCE_LSTM; 24 test windows, so one window is 4.2 pp)",
-    "transformer_motions": "transformer_tiny on BasicMotions (self-attention, LayerNorm; the "
-    "basic-motions-lstm recipe with builder transformer_tiny; 24 test windows)",
-    "autoencoder": "Sensor-anomaly dense autoencoder (models/sensor-anomaly-autoencoder.yaml; "
-    "ROC-AUC of the reconstruction error, drops in AUC x100)",
-}
 MODELS = ("vww_96", "mobilenet_v2_035", "mobilenet_v3_small", "vww_transfer", "vww_transfer_full",
           "resnet8", "lstm_motions", "transformer_motions", "autoencoder")  # fmt: skip
 # Exporter options that are not PTQ methods (present before issue #15).
@@ -69,17 +50,6 @@ NOT_PTQ = {
     "onnx": {"calibration", "input_signature", "opset", "nodes_to_exclude", "reduce_range"},
 }
 HELPER_NAMES = re.compile(r"equaliz|bias_correct|cross_layer|adaround|gptq|round", re.I)
-
-
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
-def commit() -> str:
-    """The checkout's commit (a merged section's runs may come from different ones)."""
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, cwd=Path(__file__).parent)  # fmt: skip
-    return done.stdout.strip() or "unknown"
 
 
 # ---------------------------------------------------------------- models and data
@@ -361,191 +331,6 @@ def run_case(m: dict, per_tensor: bool, work: Path, log: Callable[[str], None]) 
     if ref_out is None:
         raise RuntimeError(f"{m['key']}: the float reference did not run")
     return [{"notes": sorted(set(notes))}, *rows_out]
-
-
-# ---------------------------------------------------------------- the section
-def _value(metric: str, value: float) -> str:
-    """Proportions (accuracy, agreement) in %, other metrics (ROC-AUC) as they are."""
-    return f"{100 * value:.2f} %" if metric in ("accuracy", "agreement") else f"{value:.4f}"
-
-
-def _row(r: dict, metric: str = "accuracy") -> str:
-    if r.get("error"):
-        return f"| {r['method']} | failed: {r['error'][:110]} | | | | | |"
-    ci = f" ({r['ci95_pp'][0]:+.2f}..{r['ci95_pp'][1]:+.2f})" if r["ci95_pp"] else ""
-    size = f"{r['size_bytes'] / 1024:.0f}" if r["size_bytes"] else "—"
-    sqnr = "exact" if r["sqnr_db"] >= 200 else f"{r['sqnr_db']:.1f}"
-    agree = "—" if r.get("agreement") is None else f"{100 * r['agreement']:.2f} %"
-    metric, drop = _value(metric, r["metric"]), f"{r['drop_pp']:+.2f}{ci}"
-    return (f"| {r['method']} | {metric} | {drop} | {agree} | {sqnr} | {size} "
-            f"| {r['convert_s']} |")  # fmt: skip
-
-
-def _best(rows: list[dict], keep: Callable[[dict], bool]) -> dict | None:
-    chosen = [r for r in rows if "error" not in r and keep(r)]
-    return max(chosen, key=lambda r: (r["metric"], r["sqnr_db"])) if chosen else None
-
-
-def _shown(r: dict | None) -> str:
-    return f"{r['method']} ({r['drop_pp']:+.2f}, {r['sqnr_db']:.1f} dB)" if r else "—"
-
-
-def _drop_cell(r: dict | None) -> str:
-    if r is None:
-        return "—"
-    ci = f" ({r['ci95_pp'][0]:+.2f}..{r['ci95_pp'][1]:+.2f})" if r.get("ci95_pp") else ""
-    return (
-        f"**{r['drop_pp']:+.2f}**{ci} hard" if r["drop_pp"] >= 1.0 else f"{r['drop_pp']:+.2f}{ci}"
-    )
-
-
-def _goal(ours: dict | None, anchor: dict | None) -> str:
-    """Issue #15's bar for one case: ours scores >= the best anchor and within 0.3 of float.
-    When not met, the two rows' top-1 agreement with float says which is the more faithful
-    (a row above float is there by chance; agreement is not blurred by the labels)."""
-    if ours is None or anchor is None:
-        return "—"
-    if ours["metric"] >= anchor["metric"] and ours["drop_pp"] <= 0.3:
-        return "met"
-    a, b = ours.get("agreement"), anchor.get("agreement")
-    same = f" (top-1 = float {100 * a:.1f} vs {100 * b:.1f} %)" if a is not None and b else ""
-    return f"**not met**{same}"
-
-
-def _significant(r: dict) -> bool:
-    return bool(r.get("ci95_pp")) and not r["ci95_pp"][0] <= 0.0 <= r["ci95_pp"][1]
-
-
-def provenance(data: dict) -> str:
-    """The line every PTQ section opens with: command, machine, date, wall time, load."""
-    at = f" at commit `{data['commit']}`" if data.get("commit") else ""
-    return (
-        f"Generated by `{data['command']}`{at} on {data['machine']}, {data['date']} "
-        f"({data['wall_min']:.1f} min wall). Load average before: `{data['load_before']}`; "
-        f"after: `{data['load_after']}` (2 cores shared with other work)."
-    )
-
-
-def section(data: dict) -> list[str]:
-    lines = [
-        TITLE,
-        "",
-        provenance(data),
-        "",
-        f"Calibration: the same {data['calib']} training-split samples (seed 0) for every "
-        "method; scores on the test split (every sample unless `--limit`). Metric: the task's "
-        "headline from the Task registry, scored as `keras-edge export` scores its rows: top-1 "
-        "accuracy vs the labels; for vww_96 top-1 agreement with the float Keras model "
-        "(parity labels); ROC-AUC of the reconstruction error for the autoencoder. "
-        "`drop` = float Keras minus the row, in pp (AUC: x100, so 0.5 = 0.005 AUC), with the "
-        "paired-bootstrap 95 % interval "
-        "(toolkit.validate.stats); 'top-1 = float': the share of test samples whose top-1 "
-        "class is float Keras's (a fidelity measure the labels' noise does not blur: a row "
-        "may score above float by chance, not agree with it more); SQNR of the output "
-        "probabilities vs float Keras. TFLite "
-        "files run in ai_edge_litert (XNNPACK), ONNX in onnxruntime CPU, through "
-        "toolkit.runtimes.open_runner. Plain TFLiteConverter per tensor: toolkit's converter "
-        "with `_experimental_disable_per_channel`; ORT `per_channel=False`; nncf "
-        "`weights_quantization_params=QuantizationParameters(per_channel=False)`; "
-        "ai-edge-quantizer `weight_granularity=TENSORWISE`. 'ours' rows: toolkit.convert "
-        "with each PTQ option its exporters took at run time (found by signature).",
-        "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
-        "",
-    ]
-    cases, quantized = [], []
-    for model in data["models"]:
-        s = model["splits"]
-        recorded = model["recorded"]
-        lines += [
-            f"### {DESCRIBED.get(model['key'], model['what'])}",
-            "",
-            f"{model['params']:,} parameters; split {s['train']} train / {s['val']} val / "
-            f"{s['test']} test ({model.get('scored', s['test'])} scored)"
-            + (f"; test accuracy in its metrics.json {recorded:.3f}" if recorded else "")
-            + ".",
-            "",
-        ]
-        for gran, rows in model["cases"].items():
-            notes, rows = rows[0]["notes"], rows[1:]
-            options = [r["method"][5:] for r in rows if r["family"] == "ours"]
-            lines += [
-                f"**{gran}**",
-                "",
-                f"| method | {model['metric']} | drop pp (95 % CI) | top-1 = float | SQNR dB "
-                "| size KB | convert s |",
-                "|---|---|---|---|---|---|---|",
-                *[_row(r, model["metric"]) for r in rows],
-                *[f"- {n}" for n in notes],
-                f"- 'ours' rows found at run time: {', '.join(options) or 'none'}.",
-                "",
-            ]
-            quantized += [r for r in rows if r["family"] != "float" and "error" not in r]
-            plain = _best(rows, lambda r: r["family"] == "plain")
-            plain_ort = _best(rows, lambda r: r["method"] == PLAIN_ORT)
-            if plain is None and plain_ort is None:
-                continue
-            cases.append({
-                "model": model["key"], "gran": gran, "metric": model["metric"],
-                "plain": plain["drop_pp"] if plain else None,
-                "plain_ort": plain_ort["drop_pp"] if plain_ort else None,
-                "plain_row": plain, "plain_ort_row": plain_ort,
-                "float": next(r["metric"] for r in rows if r["family"] == "float"),
-                "anchor": _best(rows, lambda r: r["family"] in ("anchor", "plain")),
-                "tflite": _best(rows, lambda r: r["method"].startswith("ours tflite")),
-                "onnx": _best(rows, lambda r: r["method"].startswith("ours onnx")),
-            })  # fmt: skip
-    lines += [
-        "### Summary: where the plain converters lose >= 1 pp",
-        "",
-        "Plain converters: TFLiteConverter int8 (min-max) and onnxruntime quantize_static with "
-        "its defaults (MinMax), the two the toolkit's int8 was before issue #15.",
-        "",
-        "| model | granularity | float | plain TFLite drop pp (95 % CI) "
-        "| plain ORT MinMax drop pp (95 % CI) "
-        "| best anchor (drop pp, SQNR) | best ours TFLite (drop pp, SQNR) "
-        "| best ours ONNX (drop pp, SQNR) | goal: ours TFLite / ONNX >= anchor and <= 0.3 |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    hard = 0
-    for c in cases:
-        drops = [d for d in (c["plain"], c["plain_ort"]) if d is not None]
-        hard += max(drops) >= 1.0
-        cells = [_drop_cell(r) for r in (c["plain_row"], c["plain_ort_row"])]
-        lines.append(
-            f"| {c['model']} | {c['gran']} | {_value(c['metric'], c['float'])} | {cells[0]} "
-            f"| {cells[1]} "
-            f"| {_shown(c['anchor'])} "
-            f"| {_shown(c['tflite'])} | {_shown(c['onnx'])} "
-            f"| {_goal(c['tflite'], c['anchor'])} / {_goal(c['onnx'], c['anchor'])} |"
-        )
-    lines += [
-        "",
-        f"(model, granularity) cases where a plain converter drops >= 1 pp: **{hard}** of "
-        f"{len(cases)} measured. 'Best' = highest metric (ties: higher SQNR). Quantized rows "
-        f"whose drop interval excludes 0: {sum(map(_significant, quantized))} of "
-        f"{len(quantized)}; the rest differ from float by less than the test split can tell.",
-        "",
-    ]
-    return lines
-
-
-def replace_section(results: Path, lines: list[str], title: str = TITLE) -> None:
-    from sections import replace_section as replace  # bench/sections.py (this script's dir)
-
-    replace(results, title, lines)
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("tensorflow", "ai-edge-litert", "onnxruntime", "ai-edge-quantizer", "nncf"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "missing"
-    return out
 
 
 def base_parser(doc: str) -> argparse.ArgumentParser:

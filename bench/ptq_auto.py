@@ -22,6 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ptq  # bench/ptq.py: prepare, measure, score, the model cache
+import ptq_render
 
 TITLE = "## PTQ: --precisions auto on the hard cases"
 GOAL_PP = 0.3  # issue #15: within 0.3 pp (0.003) of float
@@ -102,7 +103,7 @@ def _cell(r: dict, metric: str) -> str:
     if r.get("ladder_s") is not None:
         rung = f"{rung} (rung {r['rungs']}, {r['ladder_s']:.0f} s)"
     within = "yes" if r["drop_pp"] <= GOAL_PP else "no"
-    return (f"| {r['artifact']} | {rung} | {val} | {ptq._value(metric, r['metric'])} "
+    return (f"| {r['artifact']} | {rung} | {val} | {ptq_render._value(metric, r['metric'])} "
             f"| {r['drop_pp']:+.2f}{ci} | {within} | {r['size_bytes'] / 1024:.0f} "
             f"| {r['latency_ms']:.2f} |")  # fmt: skip
 
@@ -111,7 +112,7 @@ def section(data: dict) -> list[str]:
     lines = [
         TITLE,
         "",
-        ptq.provenance(data),
+        ptq_render.provenance(data),
         "",
         f"The ladder of `keras-edge export --precisions auto --max-drop {data['max_drop']}` "
         "(toolkit.pipeline.budget.choose, cheapest rung first, measured on the validation "
@@ -162,8 +163,8 @@ def main() -> int:
     data: dict[str, Any] = {"command": "python bench/ptq_auto.py " + " ".join(sys.argv[1:]),
                             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                            "load_before": ptq.uptime(), "max_drop": args.max_drop,
-                            "cases_arg": args.cases, "commit": ptq.commit(),
+                            "load_before": ptq_render.uptime(), "max_drop": args.max_drop,
+                            "cases_arg": args.cases, "commit": ptq_render.commit(),
                             "cases": []}  # fmt: skip
     start, prepared = time.perf_counter(), {}
     for key, gran in cases:
@@ -174,7 +175,7 @@ def main() -> int:
         rows = run_case(m, gran, work, args.max_drop)
         data["cases"].append({"key": key, "gran": gran, "metric": m["metric"], "rows": rows})
         (work / "ptq_auto.json").write_text(json.dumps(data, indent=1, default=str))
-    data["load_after"], data["wall_min"] = ptq.uptime(), (time.perf_counter() - start) / 60
+    data["load_after"], data["wall_min"] = ptq_render.uptime(), (time.perf_counter() - start) / 60
     (work / "ptq_auto.json").write_text(json.dumps(data, indent=1, default=str))
     return write_section(data, args)
 

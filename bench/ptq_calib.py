@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ptq  # bench/ptq.py: prepare, measure, score
 import ptq_anchors as anchors
+import ptq_render
 
 TITLE = "## PTQ: drop vs calibration samples"
 SIZES = (50, 100, 256, 1000)
@@ -67,7 +68,7 @@ def run(keys: list[str], grans: list[str], work: Path, sizes: tuple[int, ...]) -
     data: dict[str, Any] = {"command": "python bench/ptq_calib.py " + " ".join(sys.argv[1:]),
                             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                            "load_before": ptq.uptime(), "models": []}  # fmt: skip
+                            "load_before": ptq_render.uptime(), "models": []}  # fmt: skip
     start = time.perf_counter()
     for key in keys:
         m = ptq.prepare(work, key, max(sizes), None)
@@ -91,7 +92,7 @@ def run(keys: list[str], grans: list[str], work: Path, sizes: tuple[int, ...]) -
                     entry["rows"].append(row)
         data["models"].append(entry)
     data["wall_min"] = (time.perf_counter() - start) / 60
-    data["load_after"] = ptq.uptime()
+    data["load_after"] = ptq_render.uptime()
     return data
 
 
