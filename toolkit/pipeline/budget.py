@@ -331,7 +331,7 @@ def search(
                 ladder.append({"rung": rung.label, "name": rung.name, "fits": False,
                                "within": False, "reason": misfit})  # fmt: skip
                 console.print(f"  {rung.name:<22} {rung.label[:60]:<60} {misfit}",
-                              highlight=False, markup=False)  # fmt: skip
+                              highlight=False, markup=False, soft_wrap=True)  # fmt: skip
                 continue
             row = _measure(path, data, model)
         except Exception as err:  # a rung that cannot be built is skipped, and logged
@@ -344,7 +344,9 @@ def search(
              "drop": row.drop, "drop_ci95": row.drop_ci95, "significant": row.significant,
              "sqnr_db": sqnr, "within": within, "reason": reason}
         )  # fmt: skip
-        console.print(f"  {rung.name:<22} {rung.label[:60]:<60} {reason}", highlight=False)
+        console.print(  # one line per rung, unwrapped when piped (CI logs)
+            f"  {rung.name:<22} {rung.label[:60]:<60} {reason}", highlight=False, soft_wrap=True
+        )
         if within:
             return Choice(rung.name, path, ladder, rung.options)
     return Choice(f"{fmt}-none", None, ladder, {})
