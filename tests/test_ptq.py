@@ -246,6 +246,61 @@ def test_equalization_is_exact_for_relu_and_helps_per_tensor_int8(tmp_path) -> N
     assert equalize(_separable(relu6=True)).relu6_replaced == 3
 
 
+def test_equalization_raises_live_channels_to_a_range_dead_ones_hold(tmp_path) -> None:
+    """A trained MobileNet's pointwise layer can have most output channels dead (a constant
+    from its BatchNorm's beta), while the depthwise after it keeps wide kernels on them: they
+    set that tensor's per-tensor scale and equalization must not touch them. The live
+    channels are then raised to that range (the paper's objective with fixed channels), not
+    squeezed below it, which made per-tensor int8 worse than no equalization at all on
+    vww_transfer (bench/ptq.py). This tiny model only guards the end-to-end behaviour (exact
+    float, better int8); the `_scales` check is the one the old sqrt(r1 / r2) fails."""
+    import keras
+
+    from toolkit.convert.equalize import _scales, equalize
+    from toolkit.runtimes import open_runner
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((10, 10, 3), name="input")
+    h = keras.layers.Conv2D(16, 1, use_bias=False, name="a")(inputs)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization(name="a_bn")(h))
+    h = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(h)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+    h = keras.layers.Conv2D(8, 1, name="pw")(h)
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(h)))
+    dead = np.arange(16) >= 4  # 12 of 16 channels of `a` only pass on BatchNorm's beta
+    a = model.get_layer("a")
+    a.set_weights([a.get_weights()[0] * (~dead) * 0.2])
+    beta = model.get_layer("a_bn").get_weights()
+    beta[1] = np.where(dead, 0.5, 0.0).astype(np.float32)
+    model.get_layer("a_bn").set_weights(beta)
+    dw = model.get_layer("dw")
+    dw.set_weights([dw.get_weights()[0] * np.where(dead, 4.0, 1.5).reshape(1, 1, -1, 1)])
+
+    x = np.random.default_rng(0).uniform(-1, 1, (300, 10, 10, 3)).astype(np.float32)
+    eq = equalize(model)
+    assert ("a", "dw") in eq.pairs, eq.pairs
+    ref = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(eq.model(x, training=False)), ref, rtol=1e-4,
+                               atol=1e-5 * np.abs(ref).max())  # fmt: skip
+
+    def sqnr(**opts) -> float:
+        out = tmp_path / "_".join(f"{k}{v}" for k, v in opts.items())
+        path = convert(model, "tflite-int8-float-io", out, calibration=x[:200],
+                       granularity="per-tensor", **opts)  # fmt: skip
+        with open_runner(path) as runner:
+            err = runner.predict(x[200:]) - ref[200:]
+        return float(10 * np.log10(np.sum(ref[200:] ** 2) / np.sum(err**2)))
+
+    plain, equalized = sqnr(), sqnr(equalize=True)
+    assert equalized > plain + 1.0, (plain, equalized)
+    # The live channels' ranges meet at the fixed channels' range on B's side.
+    r1, r2 = np.array([1.0, 2.0, 1e-9]), np.array([0.5, 0.5, 8.0])
+    ok = np.array([True, True, False])
+    s = _scales(r1, r2, ok)
+    np.testing.assert_allclose(r2[ok] * s, [8.0 * np.sqrt(0.5), 8.0], rtol=1e-6)
+    assert np.max(r1[ok] / s) * 8.0 <= np.max(r1[ok] * r2[ok]) * (1 + 1e-6)
+
+
 def test_equalization_keeps_the_relu6_of_a_hard_swish() -> None:
     """MobileNetV3's hard-swish is x * relu6(x + 3) / 6: that ReLU6 is not between a pair and
     keeps its clip (replacing every ReLU6 took a trained MobileNetV3-Small to chance)."""
