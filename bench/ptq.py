@@ -20,7 +20,6 @@ correction helper that exists. Needs the `ptq` extra (`pip install -e ".[ptq]"`)
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
 import json
@@ -40,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ptq_anchors as anchors
 import ptq_models
-from ptq_render import DESCRIBED, TITLE, commit, replace_section, section, uptime, versions
+from ptq_render import DESCRIBED, base_parser, commit, uptime, versions, write_section
 
 MODELS = ("vww_96", "mobilenet_v2_035", "mobilenet_v3_small", "vww_transfer", "vww_transfer_full",
           "resnet8", "lstm_motions", "transformer_motions", "autoencoder")  # fmt: skip
@@ -257,7 +256,15 @@ def score(out: np.ndarray, ref_out: np.ndarray, test: Any) -> dict:
             "agreement": agree, "sqnr_db": fid["sqnr_db"]}  # fmt: skip
 
 
-def run_case(m: dict, per_tensor: bool, work: Path, log: Callable[[str], None]) -> list[dict]:
+def run_case(
+    m: dict,
+    per_tensor: bool,
+    work: Path,
+    log: Callable[[str], None],
+    keep: re.Pattern | None = None,
+) -> list[dict]:
+    """Every row of one (model, granularity); with `keep`, the float references and the
+    rows whose label it matches."""
     from toolkit.convert import convert
 
     gran = "per-tensor" if per_tensor else "per-channel"
@@ -304,6 +311,7 @@ def run_case(m: dict, per_tensor: bool, work: Path, log: Callable[[str], None]) 
         make = partial(_helper_artifact, fn, model, sub, calib, pt)
         makers.append(("ours", f"ours {name} + tflite-int8", make))
     rows_out, ref_out = [], None
+    makers = [mk for mk in makers if keep is None or mk[0] == "float" or keep.search(mk[1])]
     for family, label, make in makers:
         row: dict[str, Any] = {"family": family, "method": label}
         try:
@@ -333,15 +341,6 @@ def run_case(m: dict, per_tensor: bool, work: Path, log: Callable[[str], None]) 
     return [{"notes": sorted(set(notes))}, *rows_out]
 
 
-def base_parser(doc: str) -> argparse.ArgumentParser:
-    """--results, --out and --work: what every PTQ bench script takes (the shared cache)."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--results", type=Path, help="replace the section in this RESULTS.md")
-    parser.add_argument("--out", type=Path, help="also write the section to this file")
-    parser.add_argument("--work", type=Path, default=Path("bench/.work/ptq"))
-    return parser
-
-
 def main() -> int:
     parser = base_parser(__doc__)
     parser.add_argument("--models", default=",".join(MODELS))
@@ -355,7 +354,8 @@ def main() -> int:
     parser.add_argument(
         "--merge", action="store_true", help="keep WORK/ptq.json's other models in the section"
     )
-    parser.add_argument("--title", default=TITLE, help="the RESULTS.md section to (re)write")
+    parser.add_argument("--title", default=None, help="the RESULTS.md section to (re)write")
+    parser.add_argument("--rows", help="only the rows whose label matches this regex (+ float)")
     args = parser.parse_args()
     if args.section_only:
         return write_section(json.loads((args.work / "ptq.json").read_text()), args)
@@ -377,7 +377,7 @@ def main() -> int:
                             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                             "versions": versions(), "load_before": before,
-                            "commit": commit()}  # fmt: skip
+                            "commit": commit(), "rows": args.rows}  # fmt: skip
     keys = args.models.split(",")
     previous = None
     if args.merge and (work / "ptq.json").is_file():
@@ -391,7 +391,8 @@ def main() -> int:
         entry = {k: m[k] for k in ("key", "what", "metric", "splits", "recorded", "params")}
         entry["cases"], entry["scored"] = {}, len(m["y"])
         for gran in args.granularities.split(","):
-            entry["cases"][gran] = run_case(m, gran == "per-tensor", work, log)
+            keep = re.compile(args.rows) if args.rows else None
+            entry["cases"][gran] = run_case(m, gran == "per-tensor", work, log, keep)
             if entry not in data["models"]:
                 data["models"].append(entry)
             (work / "ptq.json").write_text(json.dumps(data, indent=1, default=str))
@@ -401,19 +402,6 @@ def main() -> int:
         data["date"] = f"{previous['date']} .. {data['date']}"
     (work / "ptq.json").write_text(json.dumps(data, indent=1, default=str))
     return write_section(data, args)
-
-
-def write_section(data: dict, args: argparse.Namespace) -> int:
-    lines = section(data)
-    title = getattr(args, "title", TITLE)
-    if title != TITLE:  # a run of its own, beside the main section
-        lines = [title if line == TITLE else line for line in lines]
-    print("\n".join(lines))
-    if args.out:
-        args.out.write_text("\n".join(lines) + "\n")
-    if args.results:
-        replace_section(args.results, lines, title)
-    return 0
 
 
 if __name__ == "__main__":

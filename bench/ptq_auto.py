@@ -144,7 +144,7 @@ def section(data: dict) -> list[str]:
 
 
 def main() -> int:
-    parser = ptq.base_parser(__doc__)
+    parser = ptq_render.base_parser(__doc__)
     parser.add_argument("--cases", help="model:granularity,... (default: the hard cases)")
     parser.add_argument("--max-drop", type=float, default=0.003)
     parser.add_argument("--calib", type=int, default=256)

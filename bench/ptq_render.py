@@ -3,6 +3,7 @@ provenance (uptime, commit, versions, the opening line) every PTQ bench script r
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,11 @@ def section(data: dict) -> list[str]:
         "ai-edge-quantizer `weight_granularity=TENSORWISE`. 'ours' rows: toolkit.convert "
         "with each PTQ option its exporters took at run time (found by signature).",
         "",
+        *(
+            [f"Rows: the float references and only the rows matching `{data['rows']}`.", ""]
+            if data.get("rows")
+            else []
+        ),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
         "",
     ]
@@ -192,6 +198,28 @@ def section(data: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def base_parser(doc: str) -> argparse.ArgumentParser:
+    """--results, --out and --work: what every PTQ bench script takes (the shared cache)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--results", type=Path, help="replace the section in this RESULTS.md")
+    parser.add_argument("--out", type=Path, help="also write the section to this file")
+    parser.add_argument("--work", type=Path, default=Path("bench/.work/ptq"))
+    return parser
+
+
+def write_section(data: dict, args: argparse.Namespace) -> int:
+    lines = section(data)
+    title = getattr(args, "title", None) or TITLE
+    if title != TITLE:  # a run of its own, beside the main section
+        lines = [title if line == TITLE else line for line in lines]
+    print("\n".join(lines))
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+    if args.results:
+        replace_section(args.results, lines, title)
+    return 0
 
 
 def replace_section(results: Path, lines: list[str], title: str = TITLE) -> None:
