@@ -8,13 +8,12 @@ Per format, rungs run cheapest first; each candidate is converted, measured in i
 runtime on the *validation* split (the test split stays for the final report, so choosing does
 not peek at it), and the first rung inside the budget wins:
 
-  tflite: int8 -> int8 of bias-corrected weights -> the same after equalization -> the
-          same after AdaRound instead ->
+  tflite: int8 -> int8 of bias-corrected weights -> of equalized weights -> of equalized
+          and bias-corrected weights -> of AdaRound-rounded and bias-corrected ones ->
           int8-float-io -> int8 with the most sensitive layers kept float (LiteRT's
           quantization debugger ranks them, at the ladder's granularity) -> int16x8 ->
           dynamic -> fp16 -> fp32
-  onnx:   int8 -> int8 of bias-corrected weights -> the same after equalization -> the
-          same after AdaRound instead -> int8
+  onnx:   int8 -> the same four corrected int8 rungs -> int8
           with the most sensitive nodes kept float (weight and output SQNR measured on an
           int8 probe, `toolkit.convert.onnx_sensitivity`) -> dynamic -> fp16 -> fp32
 
@@ -153,10 +152,13 @@ def _onnx_sensitive(
 
 
 # Same size and latency as plain int8, so they come before anything that keeps float.
-# Bias correction alone first: equalization replaces ReLU6 by ReLU, which cost a pretrained
-# MobileNetV1 2 pp per tensor where bias correction alone kept it within 1 pp (RESULTS.md).
+# Bias correction alone first: it leaves the float function as it is, where equalization
+# replaces a ReLU6 between a pair by ReLU. Equalization alone next: on a fine-tuned MobileNetV1
+# per tensor it beat equalization + bias correction (RESULTS.md, "cross-layer equalization
+# with fixed-channel scales"), bias correction's 256-sample mean shifts then overcorrecting.
 CORRECTED = [
     ("full int8, bias-corrected weights (same size and latency)", {"bias_correction": True}),
+    ("full int8, equalized weights (same size and latency)", {"equalize": True}),
     ("full int8, equalized + bias-corrected weights (same size and latency)",
      {"equalize": True, "bias_correction": True}),
     ("full int8, AdaRound-rounded + bias-corrected weights (same size and latency)",
