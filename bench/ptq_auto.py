@@ -103,7 +103,7 @@ def _cell(r: dict, metric: str) -> str:
     if r.get("ladder_s") is not None:
         rung = f"{rung} (rung {r['rungs']}, {r['ladder_s']:.0f} s)"
     within = "yes" if r["drop_pp"] <= GOAL_PP else "no"
-    return (f"| {r['artifact']} | {rung} | {val} | {ptq_render._value(metric, r['metric'])} "
+    return (f"| {r['artifact']} | {rung} | {val} | {ptq_render.metric_text(metric, r['metric'])} "
             f"| {r['drop_pp']:+.2f}{ci} | {within} | {r['size_bytes'] / 1024:.0f} "
             f"| {r['latency_ms']:.2f} |")  # fmt: skip
 
@@ -186,7 +186,7 @@ def write_section(data: dict, args: Any) -> int:
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
     if args.results:
-        ptq.replace_section(args.results, lines, TITLE)
+        ptq_render.replace_section(args.results, lines, TITLE)
     return 0
 
 

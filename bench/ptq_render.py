@@ -29,7 +29,7 @@ DESCRIBED = {
 }
 
 
-def _value(metric: str, value: float) -> str:
+def metric_text(metric: str, value: float) -> str:
     """Proportions (accuracy, agreement) in %, other metrics (ROC-AUC) as they are."""
     return f"{100 * value:.2f} %" if metric in ("accuracy", "agreement") else f"{value:.4f}"
 
@@ -41,7 +41,7 @@ def _row(r: dict, metric: str = "accuracy") -> str:
     size = f"{r['size_bytes'] / 1024:.0f}" if r["size_bytes"] else "—"
     sqnr = "exact" if r["sqnr_db"] >= 200 else f"{r['sqnr_db']:.1f}"
     agree = "—" if r.get("agreement") is None else f"{100 * r['agreement']:.2f} %"
-    metric, drop = _value(metric, r["metric"]), f"{r['drop_pp']:+.2f}{ci}"
+    metric, drop = metric_text(metric, r["metric"]), f"{r['drop_pp']:+.2f}{ci}"
     return (f"| {r['method']} | {metric} | {drop} | {agree} | {sqnr} | {size} "
             f"| {r['convert_s']} |")  # fmt: skip
 
@@ -183,7 +183,7 @@ def section(data: dict) -> list[str]:
         hard += max(drops) >= 1.0
         cells = [_drop_cell(r) for r in (c["plain_row"], c["plain_ort_row"])]
         lines.append(
-            f"| {c['model']} | {c['gran']} | {_value(c['metric'], c['float'])} | {cells[0]} "
+            f"| {c['model']} | {c['gran']} | {metric_text(c['metric'], c['float'])} | {cells[0]} "
             f"| {cells[1]} "
             f"| {_shown(c['anchor'])} "
             f"| {_shown(c['tflite'])} | {_shown(c['onnx'])} "
