@@ -10,6 +10,8 @@ from pathlib import Path
 
 TITLE = "## Post-training quantization on hard models"
 PLAIN_ORT = "ORT quantize_static MinMax"
+# Drops are differences of float accuracies: 6 of 2000 samples is 0.30000000000000027 pp.
+GOAL_PP = 0.3 + 1e-9  # issue #15: within 0.3 pp (0.003) of float
 DESCRIBED = {
     "mobilenet_v2_035": "MobileNetV2 alpha 0.35 (our recipe, 10 epochs, CIFAR-10 32x32)",
     "mobilenet_v3_small": "MobileNetV3-Small, hard-swish + squeeze-excite (our recipe, 10 epochs, "
@@ -70,7 +72,7 @@ def _goal(ours: dict | None, anchor: dict | None) -> str:
     (a row above float is there by chance; agreement is not blurred by the labels)."""
     if ours is None or anchor is None:
         return "—"
-    if ours["metric"] >= anchor["metric"] and ours["drop_pp"] <= 0.3:
+    if ours["metric"] >= anchor["metric"] and ours["drop_pp"] <= GOAL_PP:
         return "met"
     a, b = ours.get("agreement"), anchor.get("agreement")
     same = f" (top-1 = float {100 * a:.1f} vs {100 * b:.1f} %)" if a is not None and b else ""

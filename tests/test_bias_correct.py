@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from test_ptq import _separable
+from _models import separable
 
 from toolkit.convert import convert
 
@@ -26,7 +26,7 @@ def test_only_biases_move_and_the_int8_files_mean_error_shrinks(tmp_path) -> Non
     from toolkit.convert.bias_correct import bias_correct
     from toolkit.runtimes import open_runner
 
-    model, x = _separable(relu6=False), _data()
+    model, x = separable(relu6=False), _data()
     ref = np.asarray(model(x[200:], training=False))
     result = bias_correct(model, x[:200], per_tensor=True)
     assert result.skipped is None and "dw" in result.layers, result
@@ -58,7 +58,7 @@ def test_onnx_int8_with_correction_loads_and_differs(tmp_path) -> None:
 
     from toolkit.runtimes import open_runner
 
-    model, x = _separable(relu6=False), _data()
+    model, x = separable(relu6=False), _data()
     plain = convert(model, "onnx-int8", tmp_path / "a", calibration=x[:200],
                     granularity="per-tensor")  # fmt: skip
     fixed = convert(model, "onnx-int8", tmp_path / "b", calibration=x[:200],
@@ -91,7 +91,7 @@ def test_cli_flag_lands_in_the_report_and_auto_refuses_it(cli, tmp_path) -> None
 
     from _badinput import one_error_line
 
-    model, x = _separable(relu6=False), _data()
+    model, x = separable(relu6=False), _data()
     path = tmp_path / "m.keras"
     model.save(path)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(len(x)) % 5)

@@ -75,7 +75,7 @@ def test_relu_outputs_are_not_scored_as_noise(mlp):
 
 
 def test_the_onnx_ladder_ranks_by_measurement(mlp):
-    from toolkit.pipeline.budget import onnx_rungs
+    from toolkit.pipeline.ladder import onnx_rungs
 
     model, x, tmp = mlp
     rungs = list(onnx_rungs(model, tmp / "ladder", calibration=x[:128], granularity="per-tensor"))
@@ -83,10 +83,10 @@ def test_the_onnx_ladder_ranks_by_measurement(mlp):
     assert kept and "most sensitive" in kept[0].label
     assert "middle" in kept[0].options["nodes_to_exclude"][0]
     # the ladder's own plain int8 is ranked, not converted a second time
-    from toolkit.pipeline.budget import _built_key
+    from toolkit.pipeline.ladder import built_key
 
     plain = _int8(model, x, tmp / "p.onnx")
-    built = {_built_key("onnx-int8", {"granularity": "per-tensor"}): plain}
+    built = {built_key("onnx-int8", {"granularity": "per-tensor"}): plain}
     again = list(onnx_rungs(model, tmp / "reuse", calibration=x[:128], granularity="per-tensor",
                             built=built))  # fmt: skip
     assert [r.options for r in again] == [r.options for r in rungs]

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from _badinput import one_error_line
+from _models import separable
 
 from toolkit.convert import convert
 
@@ -196,36 +197,11 @@ def test_auto_ladder_takes_the_forced_method_and_granularity(cli, mlp, tmp_path)
     one_error_line(bad, "--ptq METHOD forces one")
 
 
-def _separable(relu6: bool):
-    """Conv -> BN -> ReLU -> depthwise -> BN -> ReLU -> conv -> GAP -> dense, reparametrized
-    so the depthwise BN's output channels span 1000x and the next conv undoes it (the same
-    float function for ReLU): folded, the depthwise kernel's channel ranges are 1000x apart."""
-    import keras
-
-    keras.utils.set_random_seed(1)
-    act = (lambda: keras.layers.ReLU(6.0)) if relu6 else keras.layers.ReLU
-    inputs = keras.Input((12, 12, 3), name="input")
-    h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
-    h = act()(keras.layers.BatchNormalization()(h))
-    h = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(h)
-    h = act()(keras.layers.BatchNormalization(name="dw_bn")(h))
-    h = keras.layers.Conv2D(16, 1, use_bias=False, name="pw")(h)
-    h = act()(keras.layers.BatchNormalization()(h))
-    model = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(h)))
-    spread = np.geomspace(0.03, 30.0, 8).astype(np.float32)
-    bn = model.get_layer("dw_bn")
-    gamma, beta, mean, var = bn.get_weights()
-    bn.set_weights([gamma * spread, beta * spread, mean, var])
-    pw = model.get_layer("pw")
-    pw.set_weights([pw.get_weights()[0] / spread.reshape(1, 1, -1, 1)])
-    return model
-
-
 def test_equalization_is_exact_for_relu_and_helps_per_tensor_int8(tmp_path) -> None:
     from toolkit.convert.equalize import equalize
     from toolkit.runtimes import open_runner
 
-    model = _separable(relu6=False)
+    model = separable(relu6=False)
     x = np.random.default_rng(0).uniform(-1, 1, (300, 12, 12, 3)).astype(np.float32)
     eq = equalize(model)
     assert ("dw", "pw") in eq.pairs, eq.pairs
@@ -243,7 +219,36 @@ def test_equalization_is_exact_for_relu_and_helps_per_tensor_int8(tmp_path) -> N
     plain, equalized = sqnr(granularity="per-tensor"), sqnr(granularity="per-tensor",
                                                            equalize=True)  # fmt: skip
     assert equalized > plain + 3.0, (plain, equalized)
-    assert equalize(_separable(relu6=True)).relu6_replaced == 3
+    assert equalize(separable(relu6=True)).relu6_replaced == 3
+
+
+def test_the_ladder_keeps_the_best_of_its_equal_cost_corrected_rungs(tmp_path) -> None:
+    """Bias correction, equalization and both cost the same, so cheapest-first cannot order
+    them: per tensor on this model bias correction alone is inside the SQNR floor and far
+    from the best, which the ladder must still find (and never build AdaRound, which costs
+    more, once one of them is within)."""
+    from toolkit.data.evaldata import EvalData
+    from toolkit.pipeline.budget import Budget, choose
+    from toolkit.pipeline.ladder import CORRECTED, Quant
+
+    model = separable(relu6=False)
+    x = np.random.default_rng(0).uniform(-1, 1, (400, 12, 12, 3)).astype(np.float32)
+    val = EvalData(x[200:], np.argmax(np.asarray(model(x[200:], training=False)), 1),
+                   "classification")  # fmt: skip
+    picked, budget = choose(model, ["tflite", "onnx"], val, x[:200], Budget(min_sqnr=10.0),
+                            tmp_path, quant=Quant(granularity="per-tensor"))  # fmt: skip
+    assert len(picked) == 2, budget
+    for fmt in ("tflite", "onnx"):
+        ladder = budget["formats"][fmt]["ladder"]
+        assert len(ladder) == 1 + len(CORRECTED), ladder  # AdaRound never built
+        assert not ladder[0]["within"] and ladder[1]["within"], ladder  # plain int8 < 10 dB
+        chosen = [s for s in ladder if s.get("chosen")]
+        best = max(ladder[1:], key=lambda s: s["sqnr_db"])
+        assert chosen == [best] and best is not ladder[1], ladder
+        assert budget["formats"][fmt]["options"] == {
+            "granularity": "per-tensor",
+            **CORRECTED[ladder.index(best) - 1][1],
+        }
 
 
 def test_equalization_raises_live_channels_to_a_range_dead_ones_hold(tmp_path) -> None:

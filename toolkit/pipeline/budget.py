@@ -6,7 +6,8 @@ unlabelled data), or both.
 
 Per format, rungs run cheapest first; each candidate is converted, measured in its real
 runtime on the *validation* split (the test split stays for the final report, so choosing does
-not peek at it), and the first rung inside the budget wins:
+not peek at it), and the first rung inside the budget wins (of the equal-cost corrected
+int8 rungs, all are measured and the one inside with the highest SQNR wins):
 
   tflite: int8 -> int8 of bias-corrected weights -> of equalized weights -> of equalized
           and bias-corrected weights -> of AdaRound-rounded and bias-corrected ones ->
@@ -33,20 +34,21 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolkit.convert import BY_NAME, Format, convert
+from toolkit.convert import BY_NAME, convert
 from toolkit.core.progress import console
+from toolkit.pipeline.ladder import Quant, Rung, built_key, onnx_rungs, tflite_rungs
 
 # A rung over the budget whose drop is within noise still wins when its 95 % interval puts the
 # drop at most this multiple of the budget.
 NOISE_SLACK = 2.0
-SENSITIVE_STEPS = (1, 3)  # how many of the most sensitive layers/nodes to keep float, in turn
+PLAIN = Quant()  # per channel, the ladder's own methods
 
 
 @dataclass(frozen=True)
@@ -91,154 +93,11 @@ def device_fit(name_or_path: str | Path) -> DeviceFit:
 
 
 @dataclass
-class Rung:
-    name: str  # artifact name in the format table, e.g. "tflite-int8"
-    label: str  # what the rung is, e.g. "int8, 3 most sensitive layers float"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def fmt(self) -> Format:
-        return BY_NAME[self.name]
-
-
-@dataclass
 class Choice:
     fmt_name: str
     path: Path | None  # the chosen artifact (in the scratch dir), None when nothing fits
     ladder: list[dict[str, Any]]
     options: dict[str, Any]
-
-
-def _tflite_sensitive(model: Any, calibration: np.ndarray, granularity: str | None) -> list[str]:
-    from toolkit.convert.tflite import layer_sensitivity
-
-    rows = layer_sensitivity(model, calibration, granularity=granularity or "per-channel")
-    return [r["tensor_name"] for r in rows if np.isfinite(r["rmse_over_scale"])]
-
-
-def _built_key(name: str, options: dict[str, Any]) -> tuple[str, str]:
-    return name, repr(sorted(options.items()))
-
-
-def _onnx_sensitive(
-    model: Any,
-    calibration: np.ndarray,
-    scratch: Path,
-    granularity: str | None,
-    built: dict[tuple[str, str], Path],
-) -> tuple[list[str], str]:
-    """Quantized Conv/MatMul/Gemm nodes, most sensitive first (measured on the ladder's plain
-    int8 at its granularity, converted again only if the ladder did not build it; see
-    `onnx_sensitivity`), and how they were ranked. If the measurement fails, the last nodes
-    first: output layers are usually the most sensitive."""
-    import onnx
-
-    from toolkit.convert.onnx_sensitivity import QUANTIZABLE, node_sensitivity
-
-    options = {"granularity": granularity} if granularity else {}
-    try:
-        probe = built.get(_built_key("onnx-int8", options)) or convert(
-            model, BY_NAME["onnx-int8"], scratch / "probe-int8", calibration=calibration,
-            **options,
-        )  # fmt: skip
-        return [r["node"] for r in node_sensitivity(probe, calibration)], "most sensitive"
-    except Exception as err:  # ranking is an optimisation; the rungs still run unranked
-        console.print(f"  onnx node sensitivity not measured ({str(err)[:120]}); last nodes "
-                      "first", highlight=False, markup=False)  # fmt: skip
-    fp32 = convert(model, BY_NAME["onnx-fp32"], scratch / "probe")
-    graph = onnx.load(str(fp32)).graph
-    nodes = [n.name for n in reversed(graph.node) if n.op_type in QUANTIZABLE and n.name]
-    return nodes, "last"
-
-
-# Same size and latency as plain int8, so they come before anything that keeps float.
-# Bias correction alone first: it leaves the float function as it is, where equalization
-# replaces a ReLU6 between a pair by ReLU. Equalization alone next: on a fine-tuned MobileNetV1
-# per tensor it beat equalization + bias correction (RESULTS.md, "cross-layer equalization
-# with fixed-channel scales"), bias correction's 256-sample mean shifts then overcorrecting.
-CORRECTED = [
-    ("full int8, bias-corrected weights (same size and latency)", {"bias_correction": True}),
-    ("full int8, equalized weights (same size and latency)", {"equalize": True}),
-    ("full int8, equalized + bias-corrected weights (same size and latency)",
-     {"equalize": True, "bias_correction": True}),
-    ("full int8, AdaRound-rounded + bias-corrected weights (same size and latency)",
-     {"adaround": True, "bias_correction": True}),
-]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Quant:
-    """How every rung quantizes: weight granularity (None: per channel) and a forced PTQ
-    method (None: the ladder tries plain int8, then its corrected rungs)."""
-
-    granularity: str | None = None
-    method: str | None = None
-
-    def apply(self, rung: Rung) -> Rung:
-        from toolkit.convert.methods import get_method, takes_method
-
-        options, label = dict(rung.options), rung.label
-        if self.granularity and rung.fmt.precision not in ("fp32", "fp16"):
-            options["granularity"] = self.granularity
-        if self.method is not None and takes_method(rung.fmt):
-            options.update(get_method(self.method).options)
-            label = f"{label} [--ptq {self.method}]"
-        return Rung(rung.name, label, options)
-
-
-def tflite_rungs(
-    model: Any,
-    calibration: np.ndarray,
-    float_io: bool = True,
-    corrected: bool = True,
-    granularity: str | None = None,
-) -> Iterator[Rung]:
-    """The TFLite ladder; `float_io=False` (a device that takes integer I/O only) skips the
-    sensitivity analysis, whose rungs all have float I/O; `corrected=False` (a forced
-    method) skips the corrected int8 rungs; layers are ranked at the ladder's `granularity`
-    (a layer per-tensor weights hurt may be harmless per channel)."""
-    yield Rung("tflite-int8", "full int8, int8 input/output")
-    for label, options in CORRECTED if corrected else []:
-        yield Rung("tflite-int8", label, dict(options))
-    yield Rung("tflite-int8-float-io", "int8 internals, float input/output")
-    sensitive = _tflite_sensitive(model, calibration, granularity) if float_io else []
-    for k in SENSITIVE_STEPS:
-        if k <= len(sensitive):
-            keep = sensitive[:k]
-            yield Rung(
-                "tflite-int8-float-io",
-                f"int8 with the {k} most sensitive layer(s) float: {', '.join(keep)}",
-                {"denylisted_nodes": keep},
-            )
-    for precision in ("int16x8", "dynamic", "fp16", "fp32"):
-        yield Rung(f"tflite-{precision}", BY_NAME[f"tflite-{precision}"].description)
-
-
-def onnx_rungs(
-    model: Any,
-    scratch: Path,
-    corrected: bool = True,
-    calibration: np.ndarray | None = None,
-    granularity: str | None = None,
-    built: dict[tuple[str, str], Path] | None = None,
-) -> Iterator[Rung]:
-    """The ONNX ladder; nodes are ranked (measured, at `granularity`) only once the ladder
-    gets past the full-int8 rungs, so a model whose int8 is fine never pays for it; `built`
-    (filled by `search` as it converts) lends the plain int8 to the ranking."""
-    yield Rung("onnx-int8", "static QDQ int8")
-    for label, options in CORRECTED if corrected else []:
-        yield Rung("onnx-int8", label, dict(options))
-    nodes, how = _onnx_sensitive(model, calibration, scratch, granularity, built or {})
-    for k in SENSITIVE_STEPS:
-        if k <= len(nodes):
-            keep = nodes[:k]
-            yield Rung(
-                "onnx-int8",
-                f"int8 with the {how} {k} node(s) float: {', '.join(keep)}",
-                {"nodes_to_exclude": keep},
-            )
-    for precision in ("dynamic", "fp16", "fp32"):
-        yield Rung(f"onnx-{precision}", BY_NAME[f"onnx-{precision}"].description)
 
 
 @dataclass(frozen=True)
@@ -306,9 +165,12 @@ def search(
     budget: Budget,
     scratch: Path,
     device: DeviceFit | None = None,
-    quant: Quant = Quant(),
+    quant: Quant = PLAIN,
 ) -> Choice:
-    """Walk one format's ladder; return the first rung within `budget` (and the log).
+    """Walk one format's ladder; return the first rung within `budget` (and the log), or of
+    a tier of equal-cost rungs (`ladder.EQUAL_COST`) the one within it with the highest
+    output SQNR: a label-free measure on every sample, steadier than a drop on a
+    validation split of a few hundred (the lowest drop where no SQNR is measured).
 
     A rung the `device` does not admit or that does not fit it is skipped before its
     (costlier) accuracy pass, and the ladder says why."""
@@ -321,13 +183,16 @@ def search(
         else onnx_rungs(model, scratch, corrected, calibration, quant.granularity, built)
     )
     ladder: list[dict[str, Any]] = []
+    tier: list[tuple[tuple[float, float], int, Rung, Path]] = []  # within, of the tier so far
     for i, rung in enumerate(map(quant.apply, rungs)):
+        if tier and rung.tier != tier[0][2].tier:
+            break  # the next rung costs more: one of the tier's wins
         where = scratch / f"rung{i}"
         try:
             misfit = device.admits(rung.name) if device is not None else None
             if misfit is None:
                 path = convert(model, rung.fmt, where, calibration=calibration, **rung.options)
-                built[_built_key(rung.name, rung.options)] = path
+                built[built_key(rung.name, rung.options)] = path
                 misfit = device.fits(path, rung.name) if device is not None else None
             if misfit is not None:
                 ladder.append({"rung": rung.label, "name": rung.name, "fits": False,
@@ -349,8 +214,19 @@ def search(
         console.print(  # one line per rung, unwrapped when piped (CI logs)
             f"  {rung.name:<22} {rung.label[:60]:<60} {reason}", highlight=False, soft_wrap=True
         )
-        if within:
+        if within and rung.tier is None:
+            ladder[-1]["chosen"] = True
             return Choice(rung.name, path, ladder, rung.options)
+        if within:
+            rank = (sqnr if sqnr is not None else -np.inf, -(row.drop or 0.0))
+            tier.append((rank, len(ladder) - 1, rung, path))
+    if tier:
+        _, at, rung, path = max(tier, key=lambda t: t[0])
+        ladder[at]["chosen"] = True
+        ladder[at]["reason"] += (f"; the highest SQNR of {len(tier)} equal-cost rung(s) "
+                                 "within budget")  # fmt: skip
+        console.print(f"  chosen: {rung.label}", highlight=False, markup=False, soft_wrap=True)
+        return Choice(rung.name, path, ladder, rung.options)
     return Choice(f"{fmt}-none", None, ladder, {})
 
 
@@ -362,7 +238,7 @@ def choose(
     limits: Budget | float,
     out_dir: Path,
     device: DeviceFit | None = None,
-    quant: Quant = Quant(),
+    quant: Quant = PLAIN,
 ) -> tuple[list[Path], dict[str, Any]]:
     """Run the ladder per format; copy each winner into `out_dir`. Returns (paths, budget).
 

@@ -236,7 +236,8 @@ def _budget_markdown(budget: dict[str, Any]) -> list[str]:
                 f"| {_escape(str(step.get('rung', '')))} | {step.get('name', '')} | "
                 f"{_num(metric) if isinstance(metric, (int, float)) else 'n/a'} | "
                 f"{_num(drop, '+.4f') if isinstance(drop, (int, float)) else 'n/a'} | "
-                f"{'yes' if step.get('within') else 'no'} | {_escape(str(reason))} |"
+                f"{'**chosen**' if step.get('chosen') else 'yes' if step.get('within') else 'no'} "
+                f"| {_escape(str(reason))} |"
             )
     return lines
 
