@@ -25,6 +25,7 @@ import inspect
 import json
 import os
 import re
+import shlex
 import sys
 import time
 import traceback
@@ -356,15 +357,17 @@ def main() -> int:
     )
     parser.add_argument("--title", default=None, help="the RESULTS.md section to (re)write")
     parser.add_argument("--rows", help="only the rows whose label matches this regex (+ float)")
+    parser.add_argument("--note", help="a paragraph for the section (kept in ptq.json)")
     args = parser.parse_args()
     if args.section_only:
-        return write_section(json.loads((args.work / "ptq.json").read_text()), args)
+        data = json.loads((args.work / "ptq.json").read_text())
+        return write_section({**data, "note": args.note or data.get("note")}, args)
     if args.quick:
         args.models, args.limit = "vww_96", args.limit or 500
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    command = "python bench/ptq.py " + " ".join(sys.argv[1:])
+    command = "python bench/ptq.py " + shlex.join(sys.argv[1:])
     before, start = uptime(), time.perf_counter()
     logf = (work / "ptq.log").open("a")
 
@@ -377,7 +380,8 @@ def main() -> int:
                             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                             "versions": versions(), "load_before": before,
-                            "commit": commit(), "rows": args.rows}  # fmt: skip
+                            "commit": commit(), "rows": args.rows,
+                            "note": args.note}  # fmt: skip
     keys = args.models.split(",")
     previous = None
     if args.merge and (work / "ptq.json").is_file():

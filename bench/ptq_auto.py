@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -160,7 +161,7 @@ def main() -> int:
         cases = [tuple(c.split(":")) for c in args.cases.split(",")]
     else:
         cases = hard_cases(work / "ptq.json")
-    data: dict[str, Any] = {"command": "python bench/ptq_auto.py " + " ".join(sys.argv[1:]),
+    data: dict[str, Any] = {"command": "python bench/ptq_auto.py " + shlex.join(sys.argv[1:]),
                             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                             "load_before": ptq_render.uptime(), "max_drop": args.max_drop,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from functools import partial
@@ -65,7 +66,7 @@ def methods(model: Any, calib: np.ndarray, out: Path, per_tensor: bool) -> dict[
 
 
 def run(keys: list[str], grans: list[str], work: Path, sizes: tuple[int, ...]) -> dict:
-    data: dict[str, Any] = {"command": "python bench/ptq_calib.py " + " ".join(sys.argv[1:]),
+    data: dict[str, Any] = {"command": "python bench/ptq_calib.py " + shlex.join(sys.argv[1:]),
                             "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                             "load_before": ptq_render.uptime(), "models": []}  # fmt: skip

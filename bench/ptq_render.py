@@ -122,6 +122,7 @@ def section(data: dict) -> list[str]:
             if data.get("rows")
             else []
         ),
+        *([data["note"], ""] if data.get("note") else []),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
         "",
     ]
