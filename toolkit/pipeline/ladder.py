@@ -1,8 +1,9 @@
 """The rungs of the `--precisions auto` ladder, cheapest first, per format (see `budget`).
 
 The corrected int8 rungs that cost the same (bias correction, equalization, both: only biases
-and channel scales change, in seconds) form one tier: `budget.search` measures all of them and
-keeps the best inside the budget, since cheapest-first cannot order rungs of equal cost.
+and channel scales change; under a minute each on a 96-px MobileNet) form one tier:
+`budget.search` measures all of them and keeps the best inside the budget, since
+cheapest-first cannot order rungs of equal cost.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _onnx_sensitive(
 
 
 # Same size and latency as plain int8, so they come before anything that keeps float; one
-# tier, each built in seconds, the best within budget wins (none is best on every model:
+# tier, each built in under a minute, the best within budget wins (none is best on every model:
 # RESULTS.md, "PTQ: cross-layer equalization with fixed-channel scales"). AdaRound, minutes of
 # optimisation on a MobileNet, only when none of them is within.
 CORRECTED = [
