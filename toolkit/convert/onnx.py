@@ -221,8 +221,9 @@ def export_onnx(
             ("dynamic" keeps ORT's per-tensor default either way).
         ranges: "int8" activation ranges by ORT's calibrators: "minmax" (default),
             "percentile" (99.999) or "entropy".
-        equalize: cross-layer equalization of the Keras weights first (ReLU6 becomes
-            ReLU; see `equalize`); for depthwise-separable nets, per tensor above all.
+        equalize: cross-layer equalization of the Keras weights first (a ReLU6 that never
+            clips on `calibration` becomes ReLU; see `equalize`); for depthwise-separable
+            nets, per tensor above all.
         adaround: learned rounding of the weights (see `adaround`), for "int8"; after
             equalization, before bias correction.
         bias_correction: move each layer's bias by the output shift its int8 weights cause
@@ -233,10 +234,13 @@ def export_onnx(
     model = check_model(model)
     if reduce_range is None:
         reduce_range = granularity != "per-tensor"
-    if equalize:
+    if equalize:  # the calibration samples say which ReLU6 may become ReLU
         from toolkit.convert.equalize import equalized
 
-        model = equalized(model)
+        if calibration is not None:
+            shape = default_input_shape(model, batch=None)
+            calibration = check_calibration(calibration, shape, f"onnx-{precision}")
+        model = equalized(model, calibration)
     levels = 64 if reduce_range else 127  # ORT's symmetric int8 weights, 7-bit or 8-bit
     for name, on in (("adaround", adaround), ("bias_correction", bias_correction)):
         if on and precision != "int8":

@@ -248,8 +248,9 @@ def export_tflite(
             precisions (float ones ignore it).
         ranges: activation ranges for int8 / int8-float-io / uint8: "minmax" (the
             converter's), "percentile" or "mse" (see `tflite_ranges`).
-        equalize: cross-layer equalization of the Keras weights first (ReLU6 becomes
-            ReLU; see `equalize`); for depthwise-separable nets, per tensor above all.
+        equalize: cross-layer equalization of the Keras weights first (a ReLU6 that never
+            clips on `calibration` becomes ReLU; see `equalize`); for depthwise-separable
+            nets, per tensor above all.
         adaround: learn each weight's rounding (up or down) to keep every layer's output on
             the calibration samples (see `adaround`), for the calibrated precisions; after
             equalization, before bias correction.
@@ -257,10 +258,13 @@ def export_tflite(
             (on the calibration samples; see `bias_correct`), for the calibrated precisions.
     """
     model = check_model(model)
-    if equalize:
+    if equalize:  # the calibration samples say which ReLU6 may become ReLU
         from toolkit.convert.equalize import equalized
 
-        model = equalized(model)
+        if calibration is not None:
+            shape = sig.input_signature(model, input_signature)[0].shape
+            calibration = check_calibration(calibration, shape, f"tflite-{precision}")
+        model = equalized(model, calibration)
     if adaround:
         if precision not in FULL_INTEGER or precision == "int16x8":
             raise UserError(f"adaround applies to tflite int8 / int8-float-io / uint8; got "
