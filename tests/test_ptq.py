@@ -233,7 +233,7 @@ def test_equalization_turns_only_the_relu6_that_never_clips_into_relu() -> None:
     model = separable(relu6=True)
     x = np.random.default_rng(0).uniform(-1, 1, (300, 12, 12, 3)).astype(np.float32)
     relu6 = [layer for layer in model.layers if type(layer).__name__ == "ReLU"]
-    peaks = [float(np.max(o)) for o in keras.Model(model.inputs, [r.output for r in relu6])(x)]
+    peaks = [float(np.max(o)) for o in keras.Model(model.inputs[0], [r.output for r in relu6])(x)]
     assert [p >= 6.0 for p in peaks] == [False, True, False], peaks
     ref = np.asarray(model(x, training=False))
     eq = equalize(model, x)

@@ -301,6 +301,12 @@ def _cap(layer: Any) -> float | None:
     return 6.0 if act == "relu6" else None
 
 
+def _caps_inside(layer: Any) -> bool:
+    """Whether a nested model holds a ReLU6 anywhere (else it need not be probed)."""
+    inner = getattr(layer, "layers", None) or []
+    return any(_cap(sub) is not None or _caps_inside(sub) for sub in inner)
+
+
 def _clipping(model: Any, calibration: np.ndarray, batch: int = 32) -> set[str] | None:
     """Names of `model`'s ReLU6s (a nested model's as "outer/inner") whose output reaches
     its clip on some calibration sample; None (treat all as clipping) when they cannot be
@@ -308,12 +314,14 @@ def _clipping(model: Any, calibration: np.ndarray, batch: int = 32) -> set[str] 
     import keras
 
     capped = [(layer, c) for layer in model.layers if (c := _cap(layer)) is not None]
-    nested = [layer for layer in model.layers if getattr(layer, "layers", None)]
+    nested = [layer for layer in model.layers if _caps_inside(layer)]
+    if not capped and not nested:
+        return set()
     try:
         if len(model.inputs) != 1:
             return None
         ins = [layer._inbound_nodes[0].input_tensors[0] for layer in nested]
-        probe = keras.Model(model.inputs, [layer.output for layer, _ in capped] + ins)
+        probe = keras.Model(model.inputs[0], [layer.output for layer, _ in capped] + ins)
     except (AttributeError, IndexError, ValueError):
         return None
     peaks, fed = np.full(len(capped), -np.inf), [[] for _ in nested]
