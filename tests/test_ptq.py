@@ -69,6 +69,25 @@ def test_per_tensor_has_one_scale_per_weight_tensor(mlp, tmp_path) -> None:
     assert weight_scales and all(len(s.dims) == 0 or s.dims == [1] for s in weight_scales)
 
 
+def _same_outputs(eq_model, model, x: np.ndarray) -> np.ndarray:
+    """Equalization's promise: the float outputs stay the original's (to 1e-5 of their
+    range); returns the original's."""
+    ref = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(eq_model(x, training=False)), ref, rtol=1e-4,
+                               atol=1e-5 * np.abs(ref).max())  # fmt: skip
+    return ref
+
+
+def _int8_sqnr(model, x: np.ndarray, ref: np.ndarray, out, **opts) -> float:
+    """SQNR (dB) of int8 (float I/O, LiteRT) on x[200:], calibrated on x[:200]."""
+    from toolkit.runtimes import open_runner
+
+    path = convert(model, "tflite-int8-float-io", out, calibration=x[:200], **opts)
+    with open_runner(path) as runner:
+        err = runner.predict(x[200:]) - ref[200:]
+    return float(10 * np.log10(np.sum(ref[200:] ** 2) / np.sum(err**2)))
+
+
 def test_range_methods_clip_a_rare_outlier() -> None:
     """Mass in [0, 1] and one value at 100: percentile clips to ~1; mse trades rounding noise
     against clipping error and lands below min-max with a lower expected error."""
@@ -199,25 +218,15 @@ def test_auto_ladder_takes_the_forced_method_and_granularity(cli, mlp, tmp_path)
 
 def test_equalization_is_exact_for_relu_and_helps_per_tensor_int8(tmp_path) -> None:
     from toolkit.convert.equalize import equalize
-    from toolkit.runtimes import open_runner
 
     model = separable(relu6=False)
     x = np.random.default_rng(0).uniform(-1, 1, (300, 12, 12, 3)).astype(np.float32)
     eq = equalize(model)
     assert ("dw", "pw") in eq.pairs, eq.pairs
-    ref = np.asarray(model(x, training=False))
-    np.testing.assert_allclose(np.asarray(eq.model(x, training=False)), ref, rtol=1e-4,
-                               atol=1e-5 * np.abs(ref).max())  # fmt: skip
-
-    def sqnr(**opts) -> float:
-        out = tmp_path / "_".join(f"{k}{v}" for k, v in opts.items())
-        path = convert(model, "tflite-int8-float-io", out, calibration=x[:200], **opts)
-        with open_runner(path) as runner:
-            err = runner.predict(x[200:]) - ref[200:]
-        return float(10 * np.log10(np.sum(ref[200:] ** 2) / np.sum(err**2)))
-
-    plain, equalized = sqnr(granularity="per-tensor"), sqnr(granularity="per-tensor",
-                                                           equalize=True)  # fmt: skip
+    ref = _same_outputs(eq.model, model, x)
+    plain = _int8_sqnr(model, x, ref, tmp_path / "plain", granularity="per-tensor")
+    equalized = _int8_sqnr(model, x, ref, tmp_path / "eq", granularity="per-tensor",
+                           equalize=True)  # fmt: skip
     assert equalized > plain + 3.0, (plain, equalized)
 
 
@@ -235,12 +244,10 @@ def test_equalization_turns_only_the_relu6_that_never_clips_into_relu() -> None:
     relu6 = [layer for layer in model.layers if type(layer).__name__ == "ReLU"]
     peaks = [float(np.max(o)) for o in keras.Model(model.inputs[0], [r.output for r in relu6])(x)]
     assert [p >= 6.0 for p in peaks] == [False, True, False], peaks
-    ref = np.asarray(model(x, training=False))
     eq = equalize(model, x)
     assert (eq.relu6_replaced, eq.relu6_kept) == (2, 1) and "1 ReLU6 kept" in eq.summary
     assert eq.pairs and ("dw", "pw") not in eq.pairs, eq.pairs  # not across the clip
-    np.testing.assert_allclose(np.asarray(eq.model(x, training=False)), ref, rtol=1e-4,
-                               atol=1e-5 * np.abs(ref).max())  # fmt: skip
+    _same_outputs(eq.model, model, x)
     blind = equalize(model)  # no samples to check a clip with: every ReLU6 stays
     assert blind.model is model and blind.relu6_kept == 3, blind.summary
     assert "3 ReLU6 between pairs kept: no samples to check" in blind.summary
@@ -286,7 +293,6 @@ def test_equalization_raises_live_channels_to_a_range_dead_ones_hold(tmp_path) -
     import keras
 
     from toolkit.convert.equalize import _scales, equalize
-    from toolkit.runtimes import open_runner
 
     keras.utils.set_random_seed(3)
     inputs = keras.Input((10, 10, 3), name="input")
@@ -308,19 +314,10 @@ def test_equalization_raises_live_channels_to_a_range_dead_ones_hold(tmp_path) -
     x = np.random.default_rng(0).uniform(-1, 1, (300, 10, 10, 3)).astype(np.float32)
     eq = equalize(model)
     assert ("a", "dw") in eq.pairs, eq.pairs
-    ref = np.asarray(model(x, training=False))
-    np.testing.assert_allclose(np.asarray(eq.model(x, training=False)), ref, rtol=1e-4,
-                               atol=1e-5 * np.abs(ref).max())  # fmt: skip
-
-    def sqnr(**opts) -> float:
-        out = tmp_path / "_".join(f"{k}{v}" for k, v in opts.items())
-        path = convert(model, "tflite-int8-float-io", out, calibration=x[:200],
-                       granularity="per-tensor", **opts)  # fmt: skip
-        with open_runner(path) as runner:
-            err = runner.predict(x[200:]) - ref[200:]
-        return float(10 * np.log10(np.sum(ref[200:] ** 2) / np.sum(err**2)))
-
-    plain, equalized = sqnr(), sqnr(equalize=True)
+    ref = _same_outputs(eq.model, model, x)
+    plain = _int8_sqnr(model, x, ref, tmp_path / "plain", granularity="per-tensor")
+    equalized = _int8_sqnr(model, x, ref, tmp_path / "eq", granularity="per-tensor",
+                           equalize=True)  # fmt: skip
     assert equalized > plain + 1.0, (plain, equalized)
     # The live channels' ranges meet at the fixed channels' range on B's side.
     r1, r2 = np.array([1.0, 2.0, 1e-9]), np.array([0.5, 0.5, 8.0])
@@ -348,9 +345,7 @@ def test_equalization_keeps_the_relu6_of_a_hard_swish() -> None:
     x = np.random.default_rng(0).normal(0, 4, (64, 8, 8, 3)).astype(np.float32)
     eq = equalize(model)
     assert eq.pairs == [("dw", "pw")] and eq.relu6_replaced == 0, (eq.pairs, eq.summary)
-    ref = np.asarray(model(x, training=False))
-    np.testing.assert_allclose(np.asarray(eq.model(x, training=False)), ref, rtol=1e-4,
-                               atol=1e-5 * np.abs(ref).max())  # fmt: skip
+    _same_outputs(eq.model, model, x)
 
 
 def test_equalization_skips_what_it_cannot_apply_to() -> None:

@@ -96,6 +96,14 @@ def _corrected(name: str) -> Iterator[Rung]:
     yield Rung(name, ADAROUND[0], dict(ADAROUND[1]))
 
 
+def _kept_float(name: str, ranked: list[str], option: str, label: str) -> Iterator[Rung]:
+    """int8 with the 1, then 3 first of `ranked` kept float (`label` takes {k} and {names})."""
+    for k in SENSITIVE_STEPS:
+        if k <= len(ranked):
+            keep = ranked[:k]
+            yield Rung(name, label.format(k=k, names=", ".join(keep)), {option: keep})
+
+
 @dataclass(frozen=True)
 class Quant:
     """How every rung quantizes: weight granularity (None: per channel) and a forced PTQ
@@ -132,14 +140,8 @@ def tflite_rungs(
         yield from _corrected("tflite-int8")
     yield Rung("tflite-int8-float-io", "int8 internals, float input/output")
     sensitive = _tflite_sensitive(model, calibration, granularity) if float_io else []
-    for k in SENSITIVE_STEPS:
-        if k <= len(sensitive):
-            keep = sensitive[:k]
-            yield Rung(
-                "tflite-int8-float-io",
-                f"int8 with the {k} most sensitive layer(s) float: {', '.join(keep)}",
-                {"denylisted_nodes": keep},
-            )
+    yield from _kept_float("tflite-int8-float-io", sensitive, "denylisted_nodes",
+                           "int8 with the {k} most sensitive layer(s) float: {names}")  # fmt: skip
     for precision in ("int16x8", "dynamic", "fp16", "fp32"):
         yield Rung(f"tflite-{precision}", BY_NAME[f"tflite-{precision}"].description)
 
@@ -159,13 +161,7 @@ def onnx_rungs(
     if corrected:
         yield from _corrected("onnx-int8")
     nodes, how = _onnx_sensitive(model, calibration, scratch, granularity, built or {})
-    for k in SENSITIVE_STEPS:
-        if k <= len(nodes):
-            keep = nodes[:k]
-            yield Rung(
-                "onnx-int8",
-                f"int8 with the {how} {k} node(s) float: {', '.join(keep)}",
-                {"nodes_to_exclude": keep},
-            )
+    yield from _kept_float("onnx-int8", nodes, "nodes_to_exclude",
+                           f"int8 with the {how} {{k}} node(s) float: {{names}}")  # fmt: skip
     for precision in ("dynamic", "fp16", "fp32"):
         yield Rung(f"onnx-{precision}", BY_NAME[f"onnx-{precision}"].description)
