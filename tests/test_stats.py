@@ -62,3 +62,16 @@ def test_ladder_keeps_the_cheaper_rung_when_its_drop_is_noise() -> None:
     assert not budget.judge(0.008, None, significant=False, ci95=(-0.003, 0.019))[0]
     both = Budget(max_drop=0.01, min_sqnr=30)
     assert not both.judge(0.0, 25.0)[0] and both.judge(0.0, 31.0)[0]
+
+
+def test_a_drop_of_exactly_the_budget_is_within_it() -> None:
+    """3 of 1,000 samples lost is 0.0030000000000000027 in floats: the ladder, the report's
+    flags and the gates must all call that inside a 0.003 budget (the ladder did not)."""
+    from toolkit.core.report import over_drop
+    from toolkit.pipeline.budget import Budget
+
+    drop = 0.446 - 0.443
+    assert drop > 0.003 and not over_drop(drop, 0.003)
+    assert over_drop(0.004 - 0.0, 0.003) and not over_drop(None, 0.003)
+    kept, why = Budget(max_drop=0.003).judge(drop, None, significant=True)
+    assert kept and "<= budget" in why, why

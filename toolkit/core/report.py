@@ -57,6 +57,15 @@ REPORT_KEYS = ("reference", "artifacts", "versions")
 WARN_DROP_HIGHER = 0.01
 WARN_DROP_RELATIVE_LOWER = 0.01
 WARN_AGREEMENT = 0.98
+# Drops are differences of sample proportions: 3 of 1,000 samples is 0.0030000000000000027,
+# which a bare `drop > 0.003` calls over a 0.003 budget.
+DROP_SLACK = 1e-9
+
+
+def over_drop(drop: float | None, budget: float | None) -> bool:
+    """Whether `drop` is over `budget` (False when either is None), up to float rounding."""
+    return drop is not None and budget is not None and drop > budget + DROP_SLACK
+
 
 # report.json key -> distribution it is read from (metadata only: importing them is slow).
 _DISTRIBUTIONS = {
@@ -315,7 +324,7 @@ class Report:
             if row.error:
                 flags.append(f"failed in {row.where}")
             elif row.drop is not None:
-                if max_drop is not None and row.drop > max_drop:
+                if over_drop(row.drop, max_drop):
                     flags.append(f"drop {row.drop:.4g} > budget {max_drop:g}")
                 elif max_drop is None and row.drop > warn_drop:
                     flags.append(f"warning: drop {row.drop:.4g} > {warn_drop:.4g}")
@@ -336,7 +345,7 @@ class Report:
             sqnr = (a.fidelity or {}).get("sqnr_db")
             return bool(
                 a.error
-                or (max_drop is not None and a.drop is not None and a.drop > max_drop)
+                or over_drop(a.drop, max_drop)
                 or (min_sqnr is not None and (sqnr is None or sqnr < min_sqnr))
             )
 

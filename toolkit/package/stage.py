@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.core.errors import GateFailed, UserError
+from toolkit.core.report import over_drop
 from toolkit.core.targets import Target, load_target
 
 # Self-test tolerances, measured on x86-64 vs emulated arm64 (see pi/compare.py): LiteRT's
@@ -84,7 +85,7 @@ def _check_budget(row: Any, artifact: str, target: Target) -> None:
         return
     if row.error:
         raise GateFailed(f"{artifact} failed validation on {row.where}: {row.error}")
-    if row.drop is not None and row.drop > target.max_drop:
+    if over_drop(row.drop, target.max_drop):
         raise GateFailed(
             f"{artifact} drops {row.metric['name']} by {row.drop:.4f} on {row.where}, over the "
             f"{target.name} budget {target.max_drop}; retrain/quantize better or pass "

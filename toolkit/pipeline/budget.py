@@ -43,6 +43,7 @@ import numpy as np
 
 from toolkit.convert import BY_NAME, convert
 from toolkit.core.progress import console
+from toolkit.core.report import over_drop
 from toolkit.pipeline.ladder import Quant, Rung, built_key, onnx_rungs, tflite_rungs
 
 # A rung over the budget whose drop is within noise still wins when its 95 % interval puts the
@@ -123,14 +124,14 @@ class Budget:
         real loss through (resnet8 per tensor, ONNX: val +0.50 pp kept, test +0.95 pp)."""
         within, parts = True, []
         if self.max_drop is not None:
-            ok = drop is not None and drop <= self.max_drop
+            ok = drop is not None and not over_drop(drop, self.max_drop)
             shown = "n/a" if drop is None else f"{drop:.4f}"
             if ok:
                 parts.append(f"drop {shown} <= budget {self.max_drop:.4f}")
             elif (
                 drop is not None
                 and significant is False
-                and (ci95[1] if ci95 else drop) <= NOISE_SLACK * self.max_drop
+                and not over_drop(ci95[1] if ci95 else drop, NOISE_SLACK * self.max_drop)
             ):
                 ok = True
                 parts.append(
