@@ -344,3 +344,21 @@ def test_a_failing_drop_says_whether_it_is_significant(files) -> None:
     row = next(r for r in result.rows if (r.subject, r.check) == ("tflite-int8 litert/xnnpack",
                                                                    "drop"))  # fmt: skip
     assert row.status == "fail" and "significant (McNemar p 0.001)" in row.message
+
+
+def test_a_subset_row_is_as_noisy_as_its_own_sample_count(files) -> None:
+    """LiteRT reference kernels score a subset: a retrained model's int8 row 0.04 lower is outside
+    the noise floor at the report's 300 samples (0.038 at p = 0.94) but inside it at 64 (0.082)."""
+
+    def subset(n: int | None):
+        def change(data: dict) -> None:
+            _retrained(data)
+            row = data["artifacts"][2]  # tflite-int8 litert/reference
+            row["metric"]["value"] -= 0.04
+            row["samples"] = n
+
+        return change
+
+    key = ("tflite-int8 litert/reference", "metric")
+    assert statuses(check(mutated(files, subset(None)), files[1]))[key] == "fail"
+    assert statuses(check(mutated(files, subset(64)), files[1]))[key] == "pass"

@@ -206,8 +206,9 @@ def _entry_rows(
         )
     ctx = context or {}
     # Sampling noise only enters when the model was retrained: the same weights give the same
-    # predictions on the same samples, up to kernel rounding.
-    n = None if ctx.get("same_model") else ctx.get("samples")
+    # predictions on the same samples, up to kernel rounding. A row scored on a subset (LiteRT
+    # reference kernels) is as noisy as its own sample count, not the report's.
+    n = None if ctx.get("same_model") else (row.samples or ctx.get("samples"))
     proportion = name in PROPORTION_METRICS
     metric_tol, metric_note = _widened(
         mtol, noise_floor(entry.metric, n) if proportion else 0.0)  # fmt: skip
