@@ -105,11 +105,33 @@ def nncf_quantize(fp32: Path, out: Path, calib: np.ndarray, per_tensor: bool, fa
     return path
 
 
-def aeq(float_tflite: Path, out: Path, calib: np.ndarray, per_tensor: bool, algo: str) -> Path:
+def aeq(
+    float_tflite: Path,
+    out: Path,
+    calib: np.ndarray,
+    per_tensor: bool,
+    algo: str,
+    *,
+    true_min_max: bool = False,
+    int16_layers: tuple[str, ...] = (),
+) -> Path:
     """ai-edge-quantizer on our float .tflite: the static_wi8_ai8 recipe (min-max), or the same
-    with its MSE weight-range search on CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED."""
+    with its MSE weight-range search on CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED.
+
+    `Quantizer.calibrate` keeps a moving average (0.95) of each sample's activation min/max,
+    the tool's default and what a user gets; `true_min_max` calibrates through its Calibrator
+    with `min_max_update` instead (the min and max over all samples, as TFLiteConverter
+    does; the Quantizer does not pass the rule on, so this uses its private recipe manager,
+    ai-edge-quantizer 0.10). `int16_layers`: ops (by output tensor name) given 16-bit
+    activations, 8-bit weights, the rest int8 (per-layer mixed precision, bench/ptq_int16.py).
+    """
+    import contextlib
+    import io
+    import re
+
     from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer, recipe
+    from ai_edge_quantizer import calibrator, quantizer, recipe
+    from ai_edge_quantizer.utils import qsv_utils
 
     signatures = Interpreter(model_path=str(float_tflite)).get_signature_list()
     if not signatures:
@@ -118,17 +140,29 @@ def aeq(float_tflite: Path, out: Path, calib: np.ndarray, per_tensor: bool, algo
     input_name = signatures[key]["inputs"][0]
     granularity = recipe.QuantGranularity.TENSORWISE if per_tensor else None
     qt = quantizer.Quantizer(str(float_tflite))
-    if granularity is None and algo == "min_max":
+    ops = recipe.TFLOperationName
+    if granularity is None and algo == "min_max" and not int16_layers:
         qt.load_quantization_recipe(recipe.static_wi8_ai8())
     else:
         g = {"weight_granularity": granularity} if granularity is not None else {}
-        ops = recipe.TFLOperationName
         qt.add_static_config(".*", ops.ALL_SUPPORTED, 8, 8, **g)
         if algo == "mse":
             for op in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D, ops.FULLY_CONNECTED):
                 qt.add_static_config(".*", op, 8, 8, algorithm_key=recipe.AlgorithmName.MSE, **g)
+        for name in int16_layers:  # an op's scope: its output names, each followed by ";"
+            qt.add_static_config(f"^{re.escape(name)};$", ops.ALL_SUPPORTED, 16, 8, **g)
     data = {key: [{input_name: calib[i : i + 1]} for i in range(len(calib))]}
-    result = qt.calibrate(data, num_threads=2)
-    path = out / f"aeq-{algo}-{'pt' if per_tensor else 'pc'}.tflite"
-    qt.quantize(result, enable_progress_report=False).export_model(str(path), overwrite=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # its size report
+        if true_min_max:
+            calib_run = calibrator.Calibrator(float_tflite.read_bytes(), num_threads=2,
+                                              qsv_update_func=qsv_utils.min_max_update)  # fmt: skip
+            calib_run.calibrate(data, qt._recipe_manager)
+            result = calib_run.get_model_qsvs()
+        else:
+            result = qt.calibrate(data, num_threads=2)
+        quantized = qt.quantize(result, enable_progress_report=False)
+    tag = ("-true-minmax" if true_min_max else "") + (f"-a16x{len(int16_layers)}" if int16_layers
+                                                      else "")  # fmt: skip
+    path = out / f"aeq-{algo}-{'pt' if per_tensor else 'pc'}{tag}.tflite"
+    quantized.export_model(str(path), overwrite=True)
     return path
