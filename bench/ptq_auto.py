@@ -182,13 +182,7 @@ def main() -> int:
 
 
 def write_section(data: dict, args: Any) -> int:
-    lines = section(data)
-    print("\n".join(lines))
-    if args.out:
-        args.out.write_text("\n".join(lines) + "\n")
-    if args.results:
-        ptq_render.replace_section(args.results, lines, TITLE)
-    return 0
+    return ptq_render.emit(section(data), args, TITLE)
 
 
 if __name__ == "__main__":

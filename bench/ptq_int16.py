@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ptq
 import ptq_anchors
 import ptq_auto
-from ptq_render import _row, base_parser, commit, replace_section, uptime, versions
+from ptq_render import _row, base_parser, commit, emit, uptime, versions
 
 TITLE = "## PTQ: per-layer int16 activations (integer mixed precision)"
 
@@ -189,13 +189,7 @@ def main() -> int:
 
 
 def _write(data: dict, args: Any) -> int:
-    lines = section(data)
-    print("\n".join(lines))
-    if args.out:
-        args.out.write_text("\n".join(lines) + "\n")
-    if args.results:
-        replace_section(args.results, lines, TITLE)
-    return 0
+    return emit(section(data), args, TITLE)
 
 
 if __name__ == "__main__":

@@ -217,6 +217,11 @@ def write_section(data: dict, args: argparse.Namespace) -> int:
     title = getattr(args, "title", None) or TITLE
     if title != TITLE:  # a run of its own, beside the main section
         lines = [title if line == TITLE else line for line in lines]
+    return emit(lines, args, title)
+
+
+def emit(lines: list[str], args: argparse.Namespace, title: str) -> int:
+    """Print a section, write it to --out and put it in --results (each PTQ script's end)."""
     print("\n".join(lines))
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
