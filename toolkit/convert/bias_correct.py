@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense", "Conv1D")
-# Mean statistics settle long before; every layer costs one eager pass over these samples
-# (MobileNetV2-224: 53 passes, ~2 min).
-MAX_SAMPLES = 128
+# Every layer costs one eager pass over these samples (MobileNetV2-224: 53 passes, ~2 min at
+# 128). 128 was too few: on vww_transfer_full bias correction alone lost +2.15 pp per channel
+# (plain int8: +1.15), +0.35 pp at 256 (bench/ptq_bc_samples.py, RESULTS.md).
+MAX_SAMPLES = 256
 _BATCH = 32
 
 
