@@ -83,6 +83,7 @@ bench-ptq: $(STAMP)
 	$(BIN)/python bench/ptq_auto.py --results bench/RESULTS.md
 	$(BIN)/python bench/ptq_calib.py --models vww_transfer_full --results bench/RESULTS.md
 	$(BIN)/python bench/ptq_int16.py --results bench/RESULTS.md
+	$(BIN)/python bench/ptq_bc_samples.py --models vww_transfer_full --results bench/RESULTS.md
 
 # The issue-#16 MobileNetV2-1.0-224 export, timed and its peak RSS sampled (~8 min).
 bench-scale: $(STAMP)
