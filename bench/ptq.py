@@ -7,7 +7,7 @@ PTQ tools and ours, side by side, every artifact measured in its own runtime.
 Models (trained ones cached in --work, so re-runs skip training; see bench/ptq_models.py):
 vww_96.h5 (MLPerf Tiny visual wake words, third-party) in parity mode on CIFAR-10 images at
 96x96 with `--input-range 0,1`; MobileNetV2 alpha 0.35 and MobileNetV3-Small (hard-swish,
-squeeze-excite) trained by our recipe on the CIFAR-10 folder at 32x32. One calibration set
+squeeze-excite) trained to convergence on the CIFAR-10 folder at 64x64. One calibration set
 (--calib samples of the training split, seed 0) for every method; scores on the test split.
 
 Rows per (model, granularity): float Keras and the float .tflite/.onnx every tool starts
@@ -85,7 +85,7 @@ def prepare(work: Path, key: str, calib_n: int, limit: int | None, val: bool = F
         vals = eval_data(ds, "val", adapt=adapt) if val else None
         metrics = json.loads((run / "metrics.json").read_text())
         epochs = metrics.get("epochs_run", "?")
-        what = DESCRIBED.get(key, f"{key} (our recipe, {epochs} epochs, CIFAR-10 32x32)")
+        what = DESCRIBED.get(key, f"{key} (our recipe, {epochs} epochs)")
         metric = get_task(test.task).headline
         float_metric = metrics["test"].get(metric)
     calib = calibration_data(ds, calib_n, 0, adapt).astype(np.float32)
