@@ -111,10 +111,11 @@ def _cell(r: dict, metric: str) -> str:
 
 def section(data: dict) -> list[str]:
     lines = [
-        TITLE,
+        data.get("title", TITLE),
         "",
         ptq_render.provenance(data),
         "",
+        *([data["note"], ""] if data.get("note") else []),
         f"The ladder of `keras-edge export --precisions auto --max-drop {data['max_drop']}` "
         "(toolkit.pipeline.budget.choose, cheapest rung first, measured on the validation "
         "split) on "
@@ -149,6 +150,8 @@ def main() -> int:
     parser.add_argument("--cases", help="model:granularity,... (default: the hard cases)")
     parser.add_argument("--max-drop", type=float, default=0.003)
     parser.add_argument("--calib", type=int, default=256)
+    parser.add_argument("--title", default=TITLE, help="the RESULTS.md section to (re)write")
+    parser.add_argument("--note", help="a paragraph for the section: why this run")
     parser.add_argument(
         "--section-only", action="store_true", help="rewrite the section from WORK/ptq_auto.json"
     )
@@ -166,6 +169,7 @@ def main() -> int:
                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                             "load_before": ptq_render.uptime(), "max_drop": args.max_drop,
                             "cases_arg": args.cases, "commit": ptq_render.commit(),
+                            "title": args.title, "note": args.note,
                             "cases": []}  # fmt: skip
     start, prepared = time.perf_counter(), {}
     for key, gran in cases:
@@ -182,7 +186,7 @@ def main() -> int:
 
 
 def write_section(data: dict, args: Any) -> int:
-    return ptq_render.emit(section(data), args, TITLE)
+    return ptq_render.emit(section(data), args, data.get("title", TITLE))
 
 
 if __name__ == "__main__":
