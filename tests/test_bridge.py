@@ -8,7 +8,7 @@ import pytest
 from toolkit.core.errors import UserError
 
 # Builders the bridge refuses with a clear error: attention calls take several tensors.
-UNSUPPORTED = {"transformer_tiny"}
+UNSUPPORTED = {"transformer_tiny", "vit_tiny"}
 
 
 def _shape(inputs: str) -> tuple[int, ...]:

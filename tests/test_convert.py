@@ -182,6 +182,27 @@ def test_onnx_int8_survives_full_range_inputs(tmp_path):
         assert diff < 0.03 * np.ptp(ref), (name, diff, np.ptp(ref))
 
 
+def test_exact_gelu_exports_to_onnx(tmp_path):
+    """Keras' default gelu is TF's exact one, built on erfc: ONNX has no Erfc, and tf2onnx
+    left it in as an unknown op (ORT refused the file). It must become 1 - Erf, exactly."""
+    import onnx
+
+    from toolkit.runtimes import open_runner
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="gelu"),
+                              keras.layers.Dense(3)])  # fmt: skip
+    x = np.random.default_rng(0).normal(0, 3, (64, 8)).astype(np.float32)
+    ref = np.asarray(model(x))
+    path = convert(model, "onnx-fp32", tmp_path)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Erfc" not in ops and "Erf" in ops
+    with open_runner(path) as runner:
+        assert np.abs(runner.predict(x) - ref).max() < 1e-5
+    with open_runner(convert(model, "onnx-int8", tmp_path, calibration=x)) as runner:
+        assert np.abs(runner.predict(x) - ref).max() < 0.05 * np.ptp(ref)
+
+
 def test_missing_or_bad_calibration_is_a_user_error(cnn, tmp_path):
     from toolkit.convert.onnx import export_onnx
     from toolkit.convert.tflite import export_tflite

@@ -23,6 +23,8 @@ CASES: dict[str, tuple[tuple[int, ...], dict]] = {
     "lstm": ((24, 3), {"units": [8]}),
     "gru": ((24, 3), {"units": [8]}),
     "transformer_tiny": ((24, 3), {"d_model": 16, "blocks": 1, "ff": 32}),
+    # GELU on purpose: TF's exact GELU computes erfc, which tf2onnx must be taught (onnx.py)
+    "vit_tiny": ((16, 16, 3), {"d_model": 16, "heads": 2, "blocks": 1, "ff": 32}),
     "autoencoder": ((24, 3), {"hidden": [16], "bottleneck": 4}),
 }
 TASK = {"autoencoder": "anomaly"}
@@ -108,6 +110,8 @@ def test_lstm_model_saves_and_reloads(tmp_path) -> None:
         ("ds_cnn", (16, 16, 3), r"needs features shaped \(frames, coefficients\)"),
         ("resnet8", (40,), "needs image input"),
         ("transformer_tiny", (1, 3), "at least 2 steps"),
+        ("vit_tiny", (30, 30, 3), r"must divide by patch \(4\)"),
+        ("vit_tiny", (16, 3), "needs image input"),
     ],
 )
 def test_builders_reject_input_they_cannot_take(name, shape, message) -> None:

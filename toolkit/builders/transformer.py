@@ -1,4 +1,4 @@
-"""A tiny self-attention encoder for sequences (sensor windows, MFCC frames)."""
+"""Tiny self-attention encoders: for sequences (sensor windows, MFCC frames) and images."""
 
 from __future__ import annotations
 
@@ -51,3 +51,57 @@ def transformer_tiny(
     x = layers.LayerNormalization(epsilon=1e-5, name="final_ln")(x)
     x = layers.GlobalAveragePooling1D(name="gap")(x)
     return keras.Model(inputs, ctx.head(x, dropout), name="transformer_tiny")
+
+
+@register(
+    "vit_tiny",
+    tasks=("classification", "regression"),
+    inputs="image HxWxC, H and W divisible by patch (CIFAR-10: 32x32x3, patch 4)",
+    description="Patch embedding, depthwise positional conv, pre-norm GELU transformer blocks.",
+)
+def vit_tiny(
+    ctx: BuildContext,
+    *,
+    patch: int = 4,
+    d_model: int = 64,
+    heads: int = 4,
+    blocks: int = 4,
+    ff: int = 128,
+    activation: str = "gelu",
+    dropout: float = 0.1,
+) -> Any:
+    """A small vision transformer: a stride-`patch` Conv2D cuts patches, a 3x3 depthwise
+    conv added back (CPVT's positional generator) gives position without a learned table
+    (no custom layer, so the .keras file and both converters stay plain). GELU, LayerNorm
+    and softmax attention are what makes ViTs hard for int8, which is why bench/ptq.py
+    trains one; `activation: relu` is the int8-friendly choice."""
+    import keras
+    from keras import layers
+
+    _positive("vit_tiny", patch=patch, d_model=d_model, heads=heads, ff=ff)
+    ctx.require_image("vit_tiny", min_size=int(patch))
+    height, width = int(ctx.input_shape[0]), int(ctx.input_shape[1])
+    p, d = int(patch), int(d_model)
+    if height % p or width % p or int(blocks) < 1 or d % int(heads):
+        raise UserError(
+            f"vit_tiny: the image ({height}x{width}) must divide by patch ({p}), blocks must "
+            f"be >= 1 and d_model ({d}) divisible by heads ({heads})"
+        )
+    inputs, x = ctx.inputs()
+    reg = ctx.regularizer()
+    x = layers.Conv2D(d, p, strides=p, kernel_regularizer=reg, name="patch_embed")(x)
+    pos = layers.DepthwiseConv2D(3, padding="same", name="pos_conv")(x)
+    x = layers.Add(name="pos_add")([x, pos])
+    x = layers.Reshape(((height // p) * (width // p), d), name="tokens")(x)
+    for i in range(int(blocks)):
+        y = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln0")(x)
+        y = layers.MultiHeadAttention(int(heads), d // int(heads), name=f"block{i}_attn")(y, y)
+        x = layers.Add(name=f"block{i}_add0")([x, y])
+        y = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln1")(x)
+        y = layers.Dense(int(ff), activation=activation, kernel_regularizer=reg,
+                         name=f"block{i}_ff0")(y)  # fmt: skip
+        y = layers.Dense(d, kernel_regularizer=reg, name=f"block{i}_ff1")(y)
+        x = layers.Add(name=f"block{i}_add1")([x, y])
+    x = layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
+    x = layers.GlobalAveragePooling1D(name="gap")(x)
+    return keras.Model(inputs, ctx.head(x, dropout), name="vit_tiny")

@@ -32,6 +32,24 @@ _CALIBRATION_BATCH = 16
 log = logging.getLogger(__name__)
 
 
+def _erfc(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """TF's exact GELU (Keras' default `gelu`) computes erfc, which ONNX lacks and tf2onnx
+    passes through as an unknown op: rewrite it as 1 - Erf(x), Erf being ONNX since opset 9."""
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.output[0]))
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype))
+    ctx.insert_new_node_on_output(
+        "Sub", node.output[0], name=utils.make_name(f"{name}_erfc"),
+        inputs=[one.output[0], node.output[0]],
+    )  # fmt: skip
+
+
+# TF ops tf2onnx does not map, with the rewrite into ONNX ops that computes each.
+_HANDLERS = {"Erfc": (_erfc, [])}
+
+
 def _to_onnx_fp32(model: Any, input_signature: Sequence[Any] | None, opset: int) -> Any:
     """tf2onnx on the Keras model; a tf.function wrapper if `from_keras` rejects it."""
     import tensorflow as tf
@@ -42,7 +60,9 @@ def _to_onnx_fp32(model: Any, input_signature: Sequence[Any] | None, opset: int)
         input_signature = (tf.TensorSpec(shape, tf.float32, name="input"),)
     signature = tuple(input_signature)
     try:
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+        proto, _ = tf2onnx.convert.from_keras(
+            model, input_signature=signature, opset=opset, custom_op_handlers=_HANDLERS
+        )
         return proto
     except Exception as exc:  # some Keras 3 graphs trip from_keras; from_function holds up
         log.info("tf2onnx.from_keras failed (%s); retrying with from_function", exc)
@@ -52,7 +72,9 @@ def _to_onnx_fp32(model: Any, input_signature: Sequence[Any] | None, opset: int)
         return model(args[0] if len(args) == 1 else list(args), training=False)
 
     try:
-        proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
+        proto, _ = tf2onnx.convert.from_function(
+            serve, input_signature=signature, opset=opset, custom_op_handlers=_HANDLERS
+        )
     except Exception as exc:
         raise UserError(f"ONNX conversion (tf2onnx, opset {opset}) failed: {exc}") from exc
     return proto
