@@ -75,7 +75,7 @@ bench: $(STAMP)
 
 # PTQ on hard models vs ai-edge-quantizer, nncf, ORT calibrators, then drop vs calibration
 # samples on the per-tensor hard case; the --precisions auto ladder on the cases no full int8
-# keeps within 0.3 pp; per-layer int16 activations (docs/ptq.md; over 2 h on 2 cores: the
+# keeps within 0.3 pp; per-layer int16 activations; depthwise channel spread (docs/ptq.md; over 2 h on 2 cores: the
 # sections' own wall times are 117, 10 and 12 min plus the ladder's).
 bench-ptq: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[ptq]"
@@ -84,6 +84,7 @@ bench-ptq: $(STAMP)
 	$(BIN)/python bench/ptq_calib.py --models vww_transfer_full --results bench/RESULTS.md
 	$(BIN)/python bench/ptq_int16.py --results bench/RESULTS.md
 	$(BIN)/python bench/ptq_bc_samples.py --models vww_transfer_full --results bench/RESULTS.md
+	$(BIN)/python bench/ptq_spread.py --results bench/RESULTS.md
 
 # The issue-#16 MobileNetV2-1.0-224 export, timed and its peak RSS sampled (~8 min).
 bench-scale: $(STAMP)

@@ -40,60 +40,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ptq_anchors as anchors
 import ptq_models
-from ptq_render import DESCRIBED, base_parser, commit, uptime, versions, write_section
+from ptq_render import base_parser, commit, uptime, versions, write_section
 
 MODELS = ("vww_96", "mobilenet_v2_035", "mobilenet_v3_small", "vww_transfer", "vww_transfer_full",
-          "resnet8", "lstm_motions", "transformer_motions", "autoencoder")  # fmt: skip
+          "resnet8", "lstm_motions", "transformer_motions", "autoencoder", "vit_tiny")  # fmt: skip
 # Exporter options that are not PTQ methods (present before issue #15).
 NOT_PTQ = {
     "tflite": {"calibration", "input_signature", "denylisted_nodes", "denylisted_ops"},
     "onnx": {"calibration", "input_signature", "opset", "nodes_to_exclude", "reduce_range"},
 }
 HELPER_NAMES = re.compile(r"equaliz|bias_correct|cross_layer|adaround|gptq|round", re.I)
-
-
-# ---------------------------------------------------------------- models and data
-def prepare(work: Path, key: str, calib_n: int, limit: int | None, val: bool = False) -> dict:
-    """Model, calibration inputs, test inputs (one array) and labels for one model key; with
-    `val`, the validation split as EvalData too (what `--precisions auto` chooses on,
-    bench/ptq_auto.py; parity labels cost a pass of the model)."""
-    from toolkit.core.modelio import load_model
-    from toolkit.data.evaldata import (
-        calibration_data,
-        dataset_for_model,
-        eval_data,
-        parse_range,
-        range_adapter,
-    )
-
-    if key == "vww_96":
-        loaded = load_model(ptq_models.VWW)
-        ds = dataset_for_model(loaded, ptq_models.CIFAR)
-        adapt = range_adapter(ds, parse_range("0,1"))
-        test = eval_data(ds, "test", limit=limit, adapt=adapt, parity_model=loaded.model)
-        vals = eval_data(ds, "val", adapt=adapt, parity_model=loaded.model) if val else None
-        what, metric = "vww_96.h5 (third-party), CIFAR-10 at 96x96, parity", "agreement"
-        float_metric = None
-    else:
-        from toolkit.core.tasks import get_task
-
-        run = ptq_models.trained_run(work, key)
-        loaded = load_model(run)
-        ds = dataset_for_model(loaded, None)
-        adapt = range_adapter(ds, None)
-        test = eval_data(ds, "test", limit=limit, adapt=adapt)
-        vals = eval_data(ds, "val", adapt=adapt) if val else None
-        metrics = json.loads((run / "metrics.json").read_text())
-        epochs = metrics.get("epochs_run", "?")
-        what = DESCRIBED.get(key, f"{key} (our recipe, {epochs} epochs)")
-        metric = get_task(test.task).headline
-        float_metric = metrics["test"].get(metric)
-    calib = calibration_data(ds, calib_n, 0, adapt).astype(np.float32)
-    x = np.asarray(test.all_inputs(), np.float32)
-    splits = {s: len(getattr(ds, s).y) for s in ("train", "val", "test")}
-    return {"key": key, "model": loaded.model, "calib": calib, "x": x, "y": np.asarray(test.y),
-            "test": test, "val": vals, "what": what, "metric": metric, "splits": splits,
-            "recorded": float_metric, "params": int(loaded.model.count_params())}  # fmt: skip
 
 
 # ---------------------------------------------------------------- "ours", discovered
@@ -391,7 +347,7 @@ def main() -> int:
         data["load_before"] = previous["load_before"]
         data["commit"] = f"{previous.get('commit', 'unrecorded')}`, then `{data['commit']}"
     for key in keys:
-        m = prepare(work, key, args.calib, args.limit)
+        m = ptq_models.prepare(work, key, args.calib, args.limit)
         entry = {k: m[k] for k in ("key", "what", "metric", "splits", "recorded", "params")}
         entry["cases"], entry["scored"] = {}, len(m["y"])
         for gran in args.granularities.split(","):

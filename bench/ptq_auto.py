@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ptq  # bench/ptq.py: prepare, measure, score, the model cache
+import ptq  # bench/ptq.py: measure, score
+import ptq_models  # prepare: the model cache, data and splits
 import ptq_render
 
 TITLE = "## PTQ: --precisions auto on the hard cases"
@@ -174,7 +175,7 @@ def main() -> int:
     start, prepared = time.perf_counter(), {}
     for key, gran in cases:
         if key not in prepared:
-            prepared = {key: ptq.prepare(work, key, args.calib, None, val=True)}
+            prepared = {key: ptq_models.prepare(work, key, args.calib, None, val=True)}
         m = prepared[key]
         print(f"{key} {gran}: the --precisions auto ladder", flush=True)
         rows = run_case(m, gran, work, args.max_drop)

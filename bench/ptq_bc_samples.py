@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ptq
 import ptq_auto
+import ptq_models  # prepare: the model cache, data and splits
 from ptq_render import base_parser, commit, emit, uptime, versions
 
 TITLE = "## PTQ: bias correction vs its sample count"
@@ -37,7 +38,7 @@ def main() -> int:
     lines = ["| model | granularity | samples | drop pp (95 % CI) | SQNR dB | top-1 = float |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for key in args.models:
-        m = ptq.prepare(args.work, key, 256, None)
+        m = ptq_models.prepare(args.work, key, 256, None)
         ref, _ = ptq.measure(m["model"], m["x"])
         for gran in ("per-channel", "per-tensor"):
             plain = convert(m["model"], "tflite-int8", args.work / "bc" / key / gran / "plain",

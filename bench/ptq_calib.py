@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ptq  # bench/ptq.py: prepare, measure, score
+import ptq  # bench/ptq.py: measure, score
 import ptq_anchors as anchors
+import ptq_models  # prepare: the model cache, data and splits
 import ptq_render
 
 TITLE = "## PTQ: drop vs calibration samples"
@@ -76,7 +77,7 @@ def run(keys: list[str], grans: list[str], work: Path, sizes: tuple[int, ...]) -
                             "bc_samples": bias_correct.MAX_SAMPLES}  # fmt: skip
     start = time.perf_counter()
     for key in keys:
-        m = ptq.prepare(work, key, max(sizes), None)
+        m = ptq_models.prepare(work, key, max(sizes), None)
         ref_out, _ = ptq.measure(m["model"], m["x"])
         entry: dict[str, Any] = {"key": key, "what": m["what"], "scored": len(m["y"]),
                                  "float": ptq.score(ref_out, ref_out, m["test"])["metric"],

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ptq
 import ptq_anchors
 import ptq_auto
+import ptq_models  # prepare: the model cache, data and splits
 from ptq_render import _row, base_parser, commit, emit, uptime, versions
 
 TITLE = "## PTQ: per-layer int16 activations (integer mixed precision)"
@@ -175,7 +176,7 @@ def main() -> int:
     start, before = time.perf_counter(), uptime()
     cases = []
     for key in args.models:
-        m = ptq.prepare(args.work, key, args.calib, args.limit)
+        m = ptq_models.prepare(args.work, key, args.calib, args.limit)
         for gran in args.granularity:
             rows, layers = rows_for(m, gran, args.work / "int16")
             cases.append({"key": key, "granularity": gran, "metric": m["metric"], "rows": rows,

@@ -1,4 +1,5 @@
-"""The hard models of bench/ptq.py: trained once by our own recipes, cached in the work dir.
+"""The hard models of bench/ptq.py: trained once by our own recipes, cached in the work dir,
+and `prepare`: a model with its calibration, test (and validation) data, for every PTQ script.
 
 python bench/ptq_models.py bench/.work/ptq          # train whatever is missing
 """
@@ -9,25 +10,32 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ptq_render import DESCRIBED
+
 CIFAR = "image-folder:../shared/data/cifar10-test"
 VWW = "../shared/models/vww_96.h5"
 
 
-def recipe(name: str, builder: str, args: dict, epochs: int) -> dict:
+def recipe(
+    name: str, builder: str, args: dict, epochs: int, size: int = 64, lr: float = 0.002
+) -> dict:
     """A from-scratch CIFAR-10 recipe trained to convergence, not the 10-epoch issue recipe.
 
-    64x64 (MobileNet's stride 32 leaves a 2x2 map, not 1x1), flips and shifts, Adam 0.002
+    64x64 for the MobileNets (stride 32 leaves a 2x2 map, not 1x1), flips and shifts, Adam
     under a cosine schedule to zero: int8 is judged on a model whose ranges have settled.
     """
     return {
         "name": name,
-        "dataset": {"name": CIFAR, "image_size": [64, 64]},
+        "dataset": {"name": CIFAR, "image_size": [size, size]},
         "preprocess": {"augment": {"flip": "horizontal", "translation": 0.1}},
-        "model": {"builder": builder, "args": {"weights": "none", **args}},
+        "model": {"builder": builder, "args": args},
         "train": {
             "epochs": epochs,
             "batch_size": 64,
-            "optimizer": {"name": "adam", "learning_rate": 0.002},
+            "optimizer": {"name": "adam", "learning_rate": lr},
             "schedule": {"name": "cosine", "warmup_epochs": 1},
             "tensorboard": False,
         },
@@ -35,13 +43,17 @@ def recipe(name: str, builder: str, args: dict, epochs: int) -> dict:
 
 
 TRAINED = {
-    "mobilenet_v2_035": recipe("ptq-mobilenet_v2_035-64px", "mobilenet_v2", {"alpha": 0.35}, 30),
+    "mobilenet_v2_035": recipe(
+        "ptq-mobilenet_v2_035-64px", "mobilenet_v2", {"alpha": 0.35, "weights": "none"}, 30
+    ),
     "mobilenet_v3_small": recipe(
         "ptq-mobilenet_v3_small-64px",
         "mobilenet_v3_small",
-        {"alpha": 1.0, "minimalistic": False},
+        {"alpha": 1.0, "minimalistic": False, "weights": "none"},
         30,
     ),
+    # a ViT at CIFAR's own 32x32 (patch 4: 64 tokens); transformers want a gentler rate
+    "vit_tiny": recipe("ptq-vit_tiny", "vit_tiny", {}, 40, size=32, lr=0.001),
 }
 # Built-in recipes (models/*.yaml), trained as shipped unless `changes` says otherwise:
 # key -> (recipe file, {dotted.key: value}). vww_transfer*: vww_96.h5's pretrained
@@ -93,6 +105,49 @@ def trained_run(work: Path, key: str, epochs: int | None = None) -> Path:
         parse_recipe(spec, f"bench/ptq_models.py:{key}"), runs_dir=work / "runs", force=True
     )
     return run
+
+
+def prepare(work: Path, key: str, calib_n: int, limit: int | None, val: bool = False) -> dict:
+    """Model, calibration inputs, test inputs (one array) and labels for one model key; with
+    `val`, the validation split as EvalData too (what `--precisions auto` chooses on,
+    bench/ptq_auto.py; parity labels cost a pass of the model)."""
+    from toolkit.core.modelio import load_model
+    from toolkit.data.evaldata import (
+        calibration_data,
+        dataset_for_model,
+        eval_data,
+        parse_range,
+        range_adapter,
+    )
+
+    if key == "vww_96":
+        loaded = load_model(VWW)
+        ds = dataset_for_model(loaded, CIFAR)
+        adapt = range_adapter(ds, parse_range("0,1"))
+        test = eval_data(ds, "test", limit=limit, adapt=adapt, parity_model=loaded.model)
+        vals = eval_data(ds, "val", adapt=adapt, parity_model=loaded.model) if val else None
+        what, metric = "vww_96.h5 (third-party), CIFAR-10 at 96x96, parity", "agreement"
+        float_metric = None
+    else:
+        from toolkit.core.tasks import get_task
+
+        run = trained_run(work, key)
+        loaded = load_model(run)
+        ds = dataset_for_model(loaded, None)
+        adapt = range_adapter(ds, None)
+        test = eval_data(ds, "test", limit=limit, adapt=adapt)
+        vals = eval_data(ds, "val", adapt=adapt) if val else None
+        metrics = json.loads((run / "metrics.json").read_text())
+        epochs = metrics.get("epochs_run", "?")
+        what = DESCRIBED.get(key, f"{key} (our recipe, {epochs} epochs)")
+        metric = get_task(test.task).headline
+        float_metric = metrics["test"].get(metric)
+    calib = calibration_data(ds, calib_n, 0, adapt).astype(np.float32)
+    x = np.asarray(test.all_inputs(), np.float32)
+    splits = {s: len(getattr(ds, s).y) for s in ("train", "val", "test")}
+    return {"key": key, "model": loaded.model, "calib": calib, "x": x, "y": np.asarray(test.y),
+            "test": test, "val": vals, "what": what, "metric": metric, "splits": splits,
+            "recorded": float_metric, "params": int(loaded.model.count_params())}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ DESCRIBED = {
     "UNIDIRECTIONAL_SEQUENCE_LSTM; 24 test windows, so one window is 4.2 pp)",
     "transformer_motions": "transformer_tiny on BasicMotions (self-attention, LayerNorm; the "
     "basic-motions-lstm recipe with builder transformer_tiny; 24 test windows)",
+    "vit_tiny": "vit_tiny, a small vision transformer (patch 4, 4 GELU blocks of width 64, "
+    "LayerNorm, softmax attention) from scratch (bench/ptq_models.py: 40 epochs to a cosine end, "
+    "flips and shifts, CIFAR-10 32x32)",
     "autoencoder": "Sensor-anomaly dense autoencoder (models/sensor-anomaly-autoencoder.yaml; "
     "ROC-AUC of the reconstruction error, drops in AUC x100)",
 }
