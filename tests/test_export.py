@@ -107,10 +107,14 @@ def test_budget_ladder_walks_every_rung_cheapest_first(run_dir, tmp_path) -> Non
     picked, budget = choose(loaded.model, ["tflite", "onnx"], val, calib, -1.0, tmp_path)
     assert picked == []
     ladder = budget["formats"]["tflite"]["ladder"]
-    assert [r["name"] for r in ladder][:6] == ["tflite-int8"] * 5 + ["tflite-int8-float-io"]
+    assert [r["name"] for r in ladder][:8] == ["tflite-int8"] * 7 + ["tflite-int8-float-io"]
     assert "bias-corrected" in ladder[1]["rung"] and "equalized weights" in ladder[2]["rung"]
-    assert "equalized + bias-corrected" in ladder[3]["rung"] and "AdaRound" in ladder[4]["rung"]
-    assert "bias-corrected" in budget["formats"]["onnx"]["ladder"][1]["rung"]
+    assert "equalized + bias-corrected" in ladder[3]["rung"]
+    assert "percentile" in ladder[4]["rung"] and "clipping error" in ladder[5]["rung"]
+    assert "AdaRound" in ladder[6]["rung"]
+    onnx_ladder = budget["formats"]["onnx"]["ladder"]
+    assert "bias-corrected" in onnx_ladder[1]["rung"] and "percentile" in onnx_ladder[4]["rung"]
+    assert not any("entropy" in r["rung"].lower() for r in onnx_ladder)  # --ptq only: slow
     assert [r["name"] for r in ladder][-4:] == [
         "tflite-int16x8", "tflite-dynamic", "tflite-fp16", "tflite-fp32",
     ]  # fmt: skip

@@ -260,7 +260,7 @@ def test_the_ladder_keeps_the_best_of_its_equal_cost_corrected_rungs(tmp_path) -
     more, once one of them is within)."""
     from toolkit.data.evaldata import EvalData
     from toolkit.pipeline.budget import Budget, choose
-    from toolkit.pipeline.ladder import CORRECTED, Quant
+    from toolkit.pipeline.ladder import Quant, corrected_options
 
     model = separable(relu6=False)
     x = np.random.default_rng(0).uniform(-1, 1, (400, 12, 12, 3)).astype(np.float32)
@@ -270,15 +270,15 @@ def test_the_ladder_keeps_the_best_of_its_equal_cost_corrected_rungs(tmp_path) -
                             tmp_path, quant=Quant(granularity="per-tensor"))  # fmt: skip
     assert len(picked) == 2, budget
     for fmt in ("tflite", "onnx"):
-        ladder = budget["formats"][fmt]["ladder"]
-        assert len(ladder) == 1 + len(CORRECTED), ladder  # AdaRound never built
+        ladder, tier = budget["formats"][fmt]["ladder"], corrected_options(f"{fmt}-int8")
+        assert len(ladder) == 1 + len(tier), ladder  # AdaRound never built
         assert not ladder[0]["within"] and ladder[1]["within"], ladder  # plain int8 < 10 dB
         chosen = [s for s in ladder if s.get("chosen")]
         best = max(ladder[1:], key=lambda s: s["sqnr_db"])
         assert chosen == [best] and best is not ladder[1], ladder
         assert budget["formats"][fmt]["options"] == {
             "granularity": "per-tensor",
-            **CORRECTED[ladder.index(best) - 1][1],
+            **tier[ladder.index(best) - 1][1],
         }
 
 
@@ -386,3 +386,30 @@ def test_onnx_histogram_ranges_take_a_calibration_set_of_any_size(mlp, tmp_path,
         out = runner.predict(x[200:])
     ref = np.asarray(model(x[200:]))
     assert (out.argmax(1) == ref.argmax(1)).mean() > 0.9
+
+
+def _onnx_activation_scales(path) -> dict[str, float]:
+    """Scale of each QuantizeLinear (the activations) of a QDQ .onnx file."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    return {n.input[0]: float(init[n.input[1]]) for n in graph.node
+            if n.op_type == "QuantizeLinear" and n.input[1] in init}  # fmt: skip
+
+
+def test_onnx_entropy_ranges_are_not_min_max(mlp, tmp_path) -> None:
+    """Through quantize_static alone ORT's entropy calibrator has 128 bins for 128 quantized
+    bins, one KL candidate (the full range): its file was min-max's, scale for scale. With
+    2048 bins the KL threshold clips the heavy-tailed activations, so some range shrinks."""
+    model, x = mlp
+    x = x.copy()
+    x[:4] *= 20  # a few outliers: min-max must cover them, a KL threshold need not
+    minmax = _onnx_activation_scales(convert(model, "onnx-int8", tmp_path / "mm", calibration=x))
+    entropy = _onnx_activation_scales(
+        convert(model, "onnx-int8", tmp_path / "kl", calibration=x, ranges="entropy")
+    )
+    assert minmax.keys() == entropy.keys() and minmax
+    assert all(entropy[k] <= minmax[k] * (1 + 1e-6) for k in minmax), (minmax, entropy)
+    assert any(entropy[k] < 0.9 * minmax[k] for k in minmax), (minmax, entropy)

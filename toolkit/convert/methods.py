@@ -17,6 +17,8 @@ class Method:
     description: str
     options: dict[str, Any] = field(default_factory=dict)  # exporter options it sets
     formats: tuple[str, ...] = ("tflite", "onnx")  # formats whose exporter takes it
+    # a rung of the --precisions auto ladder's equal-cost tier (toolkit.pipeline.ladder)
+    in_ladder: bool = True
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -25,8 +27,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            {"ranges": "percentile"}),
     Method("mse", "activation ranges that minimise the int8 rounding + clipping error",
            {"ranges": "mse"}, ("tflite",)),
-    Method("entropy", "onnxruntime's entropy (KL) calibrator", {"ranges": "entropy"},
-           ("onnx",)),
+    # 2048-bin KL search: 150-170 s on vit_tiny where percentile takes 8 s for most of its
+    # gain (docs/ptq.md), too slow for a tier whose rungs take seconds; --ptq entropy runs it
+    Method("entropy", "KL-divergence (entropy) activation ranges, TensorRT's 2048 bins",
+           {"ranges": "entropy"}, ("onnx",), in_ladder=False),
     Method("bias-correction", "biases absorb the mean output shift of the int8 weights",
            {"bias_correction": True}),
     Method("equalize", "cross-layer equalization of the Keras weights (ReLU6 -> ReLU)",

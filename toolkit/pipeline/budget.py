@@ -10,11 +10,12 @@ not peek at it), and the first rung inside the budget wins (of the equal-cost co
 int8 rungs, all are measured and the one inside with the highest SQNR wins):
 
   tflite: int8 -> int8 of bias-corrected weights -> of equalized weights -> of equalized
-          and bias-corrected weights -> of AdaRound-rounded and bias-corrected ones ->
+          and bias-corrected weights -> with percentile, MSE activation ranges (one tier:
+          the best inside wins) -> of AdaRound-rounded and bias-corrected weights ->
           int8-float-io -> int8 with the most sensitive layers kept float (LiteRT's
           quantization debugger ranks them, at the ladder's granularity) -> int16x8 ->
           dynamic -> fp16 -> fp32
-  onnx:   int8 -> the same four corrected int8 rungs -> int8
+  onnx:   int8 -> the same corrected int8 rungs (ranges: percentile) -> int8
           with the most sensitive nodes kept float (weight and output SQNR measured on an
           int8 probe, `toolkit.convert.onnx_sensitivity`) -> dynamic -> fp16 -> fp32
 

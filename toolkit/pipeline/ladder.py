@@ -1,7 +1,8 @@
 """The rungs of the `--precisions auto` ladder, cheapest first, per format (see `budget`).
 
-The corrected int8 rungs that cost the same (bias correction, equalization, both: only biases
-and channel scales change; under a minute each on a 96-px MobileNet) form one tier:
+The corrected int8 rungs that cost the same (bias correction, equalization, both, and the
+activation-range searches: only biases, channel scales or quantization parameters change;
+under a minute each on a 96-px MobileNet) form one tier:
 `budget.search` measures all of them and keeps the best inside the budget, since
 cheapest-first cannot order rungs of equal cost.
 """
@@ -90,8 +91,22 @@ ADAROUND = ("full int8, AdaRound-rounded + bias-corrected weights (same size and
             {"adaround": True, "bias_correction": True})  # fmt: skip
 
 
+def corrected_options(name: str) -> list[tuple[str, dict[str, Any]]]:
+    """The equal-cost tier of one int8 artifact: CORRECTED, then each activation-range search
+    its exporter takes (toolkit.convert.methods; only the quantization parameters change).
+    The range rungs earned their place on the vision transformer, where percentile ranges
+    lift plain int8's 18.6 dB to 25.3 (RESULTS.md, "PTQ: a small vision transformer")."""
+    from toolkit.convert.methods import METHODS
+
+    fmt = BY_NAME[name].format
+    ranges = [(f"full int8, {m.description} (same size and latency)", dict(m.options))
+              for m in METHODS.values()
+              if set(m.options) == {"ranges"} and fmt in m.formats and m.in_ladder]  # fmt: skip
+    return [*CORRECTED, *ranges]
+
+
 def _corrected(name: str) -> Iterator[Rung]:
-    for label, options in CORRECTED:
+    for label, options in corrected_options(name):
         yield Rung(name, label, dict(options), EQUAL_COST)
     yield Rung(name, ADAROUND[0], dict(ADAROUND[1]))
 
