@@ -203,6 +203,26 @@ def test_exact_gelu_exports_to_onnx(tmp_path):
         assert np.abs(runner.predict(x) - ref).max() < 0.05 * np.ptp(ref)
 
 
+def test_onnx_int8_of_attention_leaves_the_working_directory_clean(tmp_path, monkeypatch):
+    """ORT's symbolic shape inference cannot finish on Keras attention's reshapes and then
+    dumps sym_shape_infer_temp.onnx plus a .data file into the working directory: every ONNX
+    int8 export of a transformer littered the user's directory with them."""
+    from toolkit.builders import BuildContext, build_model
+    from toolkit.runtimes import open_runner
+
+    keras.utils.set_random_seed(0)
+    ctx = BuildContext(input_shape=(16, 16, 3), task="classification", num_outputs=3)
+    model = build_model("vit_tiny", ctx, {"d_model": 16, "heads": 2, "blocks": 1, "ff": 32})
+    x = np.random.default_rng(0).normal(size=(32, 16, 16, 3)).astype(np.float32)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    path = convert(model, "onnx-int8", tmp_path / "out", calibration=x)
+    assert list(cwd.iterdir()) == []
+    with open_runner(path) as runner:
+        assert runner.predict(x[:2]).shape == (2, 3)
+
+
 def test_missing_or_bad_calibration_is_a_user_error(cnn, tmp_path):
     from toolkit.convert.onnx import export_onnx
     from toolkit.convert.tflite import export_tflite

@@ -24,6 +24,7 @@ from toolkit.convert.calibration import (
     default_input_shape,
     temp_path_beside,
 )
+from toolkit.convert.onnx_prep import entropy_cache, pre_process
 from toolkit.core.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8", "dynamic")
@@ -149,39 +150,6 @@ def calibration_reader(input_name: str, data: np.ndarray, even: bool = False) ->
     return ArrayReader()
 
 
-# ORT's quantize_static builds its entropy calibrator with 128 histogram bins and 128
-# quantized bins, and no option reaches them: the KL search then has one candidate, the full
-# range, so its "entropy" wrote min-max's very file (every row of RESULTS.md's main PTQ table).
-# TensorRT's 2048 / 128 is the KL calibration users mean; the ranges reach quantize_static
-# through its calibration cache.
-ENTROPY_BINS = {"num_bins": 2048, "num_quantized_bins": 128}
-
-
-def _entropy_cache(source: Path, calibration: np.ndarray, input_name: str, where: Path) -> Path:
-    """KL-calibrated tensor ranges of `source`, saved as quantize_static's calibration cache."""
-    import contextlib
-    import io
-
-    from onnxruntime.quantization.calibrate import (
-        CalibrationMethod,
-        create_calibrator,
-        save_tensors_data,
-    )
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # quantize_static's default
-    calibrator = create_calibrator(
-        source, ops, augmented_model_path=str(where / "augmented.onnx"),
-        calibrate_method=CalibrationMethod.Entropy, extra_options=ENTROPY_BINS,
-    )  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
-        calibrator.collect_data(calibration_reader(input_name, calibration, even=True))
-        ranges = calibrator.compute_data()
-    cache = where / "entropy-ranges.json"
-    save_tensors_data(ranges, cache)
-    return cache
-
-
 def _quantize_static(
     fp32_path: Path,
     out_path: Path,
@@ -196,7 +164,6 @@ def _quantize_static(
         CalibrationMethod,
         QuantFormat,
         QuantType,
-        quant_pre_process,
         quantize_static,
     )
 
@@ -207,11 +174,8 @@ def _quantize_static(
     prepped = temp_path_beside(out_path, ".prep.onnx")
     scratch = tempfile.TemporaryDirectory(prefix="keras-edge-ort-")
     try:
-        try:  # shape inference + graph cleanup; optional, the quantizer runs without it
-            quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
+        if pre_process(fp32_path, prepped, Path(scratch.name)):
             source = prepped
-        except Exception as exc:
-            log.info("quant_pre_process skipped: %s", exc)
         cached: dict[str, Any] = {}
         if ranges == "entropy":
             if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
@@ -219,7 +183,7 @@ def _quantize_static(
                                 "cache); use 'percentile', or upgrade onnxruntime")  # fmt: skip
             where = Path(scratch.name)
             cached["calibration_cache_path"] = str(
-                _entropy_cache(source, calibration, input_name, where)
+                entropy_cache(source, calibration, input_name, where)
             )
         quantize_static(
             str(source),
