@@ -376,7 +376,7 @@ def test_the_method_table_names_the_ranges_each_exporter_takes() -> None:
 def test_onnx_histogram_ranges_take_a_calibration_set_of_any_size(mlp, tmp_path, ranges) -> None:
     """44 samples (BasicMotions' training windows) do not split into batches of 16: ORT's
     histogram calibrators failed on the short last batch; the reader now batches evenly."""
-    from toolkit.convert.onnx import even_batch
+    from toolkit.convert.onnx_prep import even_batch
     from toolkit.runtimes import open_runner
 
     assert (even_batch(44), even_batch(256), even_batch(13), even_batch(1)) == (11, 16, 13, 1)

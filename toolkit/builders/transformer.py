@@ -9,6 +9,25 @@ from toolkit.builders.sequence import _INPUTS, _positive, _sequence_input
 from toolkit.core.errors import UserError
 
 
+def _encoder(
+    x: Any, blocks: int, d: int, heads: int, ff: int, activation: str, reg: Any, eps: float
+) -> Any:
+    """Pre-norm blocks (LayerNorm -> self-attention -> add, LayerNorm -> MLP -> add), then a
+    final LayerNorm; the layer names are part of saved models, so both builders share them."""
+    from keras import layers
+
+    for i in range(blocks):
+        y = layers.LayerNormalization(epsilon=eps, name=f"block{i}_ln0")(x)
+        y = layers.MultiHeadAttention(heads, d // heads, name=f"block{i}_attn")(y, y)
+        x = layers.Add(name=f"block{i}_add0")([x, y])
+        y = layers.LayerNormalization(epsilon=eps, name=f"block{i}_ln1")(x)
+        y = layers.Dense(ff, activation=activation, kernel_regularizer=reg,
+                         name=f"block{i}_ff0")(y)  # fmt: skip
+        y = layers.Dense(d, kernel_regularizer=reg, name=f"block{i}_ff1")(y)
+        x = layers.Add(name=f"block{i}_add1")([x, y])
+    return layers.LayerNormalization(epsilon=eps, name="final_ln")(x)
+
+
 @register(
     "transformer_tiny",
     tasks=("classification", "regression"),
@@ -38,17 +57,7 @@ def transformer_tiny(
     inputs, x, _ = _sequence_input(ctx, "transformer_tiny")
     d, reg = int(d_model), ctx.regularizer()
     x = layers.Conv1D(d, 3, padding="same", kernel_regularizer=reg, name="embed")(x)
-    for i in range(int(blocks)):
-        y = layers.LayerNormalization(epsilon=1e-5, name=f"block{i}_ln0")(x)
-        y = layers.MultiHeadAttention(int(heads), d // int(heads), name=f"block{i}_attn")(y, y)
-        x = layers.Add(name=f"block{i}_add0")([x, y])
-        y = layers.LayerNormalization(epsilon=1e-5, name=f"block{i}_ln1")(x)
-        y = layers.Dense(int(ff), activation="relu", kernel_regularizer=reg, name=f"block{i}_ff0")(
-            y
-        )
-        y = layers.Dense(d, kernel_regularizer=reg, name=f"block{i}_ff1")(y)
-        x = layers.Add(name=f"block{i}_add1")([x, y])
-    x = layers.LayerNormalization(epsilon=1e-5, name="final_ln")(x)
+    x = _encoder(x, int(blocks), d, int(heads), int(ff), "relu", reg, 1e-5)
     x = layers.GlobalAveragePooling1D(name="gap")(x)
     return keras.Model(inputs, ctx.head(x, dropout), name="transformer_tiny")
 
@@ -93,15 +102,6 @@ def vit_tiny(
     pos = layers.DepthwiseConv2D(3, padding="same", name="pos_conv")(x)
     x = layers.Add(name="pos_add")([x, pos])
     x = layers.Reshape(((height // p) * (width // p), d), name="tokens")(x)
-    for i in range(int(blocks)):
-        y = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln0")(x)
-        y = layers.MultiHeadAttention(int(heads), d // int(heads), name=f"block{i}_attn")(y, y)
-        x = layers.Add(name=f"block{i}_add0")([x, y])
-        y = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_ln1")(x)
-        y = layers.Dense(int(ff), activation=activation, kernel_regularizer=reg,
-                         name=f"block{i}_ff0")(y)  # fmt: skip
-        y = layers.Dense(d, kernel_regularizer=reg, name=f"block{i}_ff1")(y)
-        x = layers.Add(name=f"block{i}_add1")([x, y])
-    x = layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
+    x = _encoder(x, int(blocks), d, int(heads), int(ff), activation, reg, 1e-6)
     x = layers.GlobalAveragePooling1D(name="gap")(x)
     return keras.Model(inputs, ctx.head(x, dropout), name="vit_tiny")

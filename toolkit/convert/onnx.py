@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,13 @@ from toolkit.convert.calibration import (
     default_input_shape,
     temp_path_beside,
 )
-from toolkit.convert.onnx_prep import entropy_cache, pre_process
+from toolkit.convert.onnx_prep import calibration_reader, entropy_cache, pre_process
 from toolkit.core.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8", "dynamic")
 GRANULARITIES = ("per-channel", "per-tensor")
 RANGES = ("minmax", "percentile", "entropy")  # onnxruntime's calibrators
 BATCH_DIM = "N"
-_CALIBRATION_BATCH = 16
 log = logging.getLogger(__name__)
 
 
@@ -116,38 +115,6 @@ def _symbolic_batch(proto: Any) -> Any:
             dims[0].ClearField("dim_value")
             dims[0].dim_param = BATCH_DIM
     return proto
-
-
-def even_batch(n: int, most: int = _CALIBRATION_BATCH) -> int:
-    """The largest batch size <= `most` that splits `n` samples into equal batches."""
-    return next(b for b in range(min(most, max(n, 1)), 0, -1) if n % b == 0)
-
-
-def calibration_reader(input_name: str, data: np.ndarray, even: bool = False) -> Any:
-    """A CalibrationDataReader over the array, in small batches (the batch dim is symbolic).
-
-    `even`: batches of one size. ORT's histogram calibrators (percentile, entropy) stack every
-    batch of a tensor into one array and fail on a short last one ("inhomogeneous shape": 44
-    BasicMotions windows in 16s)."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    size = even_batch(len(data)) if even else _CALIBRATION_BATCH
-
-    class ArrayReader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._iter = self._batches()
-
-        def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-            for start in range(0, len(data), size):
-                yield {input_name: data[start : start + size]}
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._iter, None)
-
-        def rewind(self) -> None:
-            self._iter = self._batches()
-
-    return ArrayReader()
 
 
 def _quantize_static(

@@ -1,16 +1,52 @@
 """What runs on an ONNX graph before onnxruntime's quantize_static: ORT's pre-processing, kept
-out of the working directory, and entropy (KL) activation ranges computed with enough bins."""
+out of the working directory, the calibration reader, and entropy (KL) activation ranges
+computed with enough bins."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+_CALIBRATION_BATCH = 16
+
+
+def even_batch(n: int, most: int = _CALIBRATION_BATCH) -> int:
+    """The largest batch size <= `most` that splits `n` samples into equal batches."""
+    return next(b for b in range(min(most, max(n, 1)), 0, -1) if n % b == 0)
+
+
+def calibration_reader(input_name: str, data: np.ndarray, even: bool = False) -> Any:
+    """A CalibrationDataReader over the array, in small batches (the batch dim is symbolic).
+
+    `even`: batches of one size. ORT's histogram calibrators (percentile, entropy) stack every
+    batch of a tensor into one array and fail on a short last one ("inhomogeneous shape": 44
+    BasicMotions windows in 16s)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    size = even_batch(len(data)) if even else _CALIBRATION_BATCH
+
+    class ArrayReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._iter = self._batches()
+
+        def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+            for start in range(0, len(data), size):
+                yield {input_name: data[start : start + size]}
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._iter, None)
+
+        def rewind(self) -> None:
+            self._iter = self._batches()
+
+    return ArrayReader()
 
 
 # ORT's quantize_static builds its entropy calibrator with 128 histogram bins and 128
@@ -29,8 +65,6 @@ def entropy_cache(source: Path, calibration: np.ndarray, input_name: str, where:
         save_tensors_data,
     )
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    from toolkit.convert.onnx import calibration_reader
 
     ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # quantize_static's default
     calibrator = create_calibrator(

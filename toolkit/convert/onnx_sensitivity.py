@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.convert.onnx import calibration_reader
+from toolkit.convert.onnx_prep import calibration_reader
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 SAMPLES = 32  # activations of every tensor are kept in memory: a few batches are enough
