@@ -7,7 +7,8 @@ PTQ tools and ours, side by side, every artifact measured in its own runtime.
 Models (trained ones cached in --work, so re-runs skip training; see bench/ptq_models.py):
 vww_96.h5 (MLPerf Tiny visual wake words, third-party) in parity mode on CIFAR-10 images at
 96x96 with `--input-range 0,1`; MobileNetV2 alpha 0.35 and MobileNetV3-Small (hard-swish,
-squeeze-excite) trained to convergence on the CIFAR-10 folder at 64x64. One calibration set
+squeeze-excite) trained to convergence on the CIFAR-10 folder at 64x64; vit_tiny (GELU,
+LayerNorm, attention) at 32x32; the built-in recipes of ptq_models.FROM_RECIPES. One calibration set
 (--calib samples of the training split, seed 0) for every method; scores on the test split.
 
 Rows per (model, granularity): float Keras and the float .tflite/.onnx every tool starts
