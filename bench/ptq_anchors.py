@@ -6,7 +6,6 @@ records it as a failed row. Nothing here is part of the toolkit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +29,13 @@ def tflite_plain(model: Any, out: Path, calib: np.ndarray, per_tensor: bool) -> 
     return path
 
 
-def _reader(input_name: str, data: np.ndarray, batch: int = 16) -> Any:
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.rewind()
-
-        def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-            for start in range(0, len(data), batch):
-                yield {input_name: data[start : start + batch]}
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._iter, None)
-
-        def rewind(self) -> None:
-            self._iter = self._batches()
-
-    return Reader()
-
-
 def ort_static(fp32: Path, out: Path, calib: np.ndarray, per_tensor: bool, method: str) -> Path:
     """onnxruntime quantize_static with its defaults (QDQ, int8/int8, no reduce_range) after
     ORT's recommended quant_pre_process; only `per_channel` and `calibrate_method` are set."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, quant_pre_process, quantize_static
+
+    from toolkit.convert.onnx_prep import calibration_reader
 
     prepped = out / f"{fp32.stem}.prep.onnx"
     try:
@@ -67,7 +48,7 @@ def ort_static(fp32: Path, out: Path, calib: np.ndarray, per_tensor: bool, metho
     quantize_static(
         str(source),
         str(path),
-        _reader(input_name, calib),
+        calibration_reader(input_name, calib),  # batches of 16, as before
         per_channel=not per_tensor,
         calibrate_method=getattr(CalibrationMethod, method),
     )

@@ -204,10 +204,11 @@ def search(
                 continue
             row = _measure(path, data, model)
         except Exception as err:  # a rung that cannot be built is skipped, and logged
-            ladder.append({"rung": rung.label, "name": rung.name, "error": str(err)[:200]})
+            text = str(err) or type(err).__name__
+            ladder.append({"rung": rung.label, "name": rung.name, "error": text[:200]})
             console.print(f"  {rung.name:<22} {rung.label[:60]:<60} failed: "
-                          f"{str(err).splitlines()[0][:120] if str(err) else type(err).__name__}",
-                          highlight=False, markup=False, soft_wrap=True)  # fmt: skip
+                          f"{text.splitlines()[0][:120]}", highlight=False, markup=False,
+                          soft_wrap=True)  # fmt: skip
             continue
         sqnr = (row.fidelity or {}).get("sqnr_db")
         within, reason = budget.judge(row.drop, sqnr, row.significant, row.drop_ci95)
