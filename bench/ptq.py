@@ -44,7 +44,8 @@ import ptq_models
 from ptq_render import base_parser, commit, uptime, versions, write_section
 
 MODELS = ("vww_96", "mobilenet_v2_035", "mobilenet_v3_small", "vww_transfer", "vww_transfer_full",
-          "resnet8", "lstm_motions", "transformer_motions", "autoencoder", "vit_tiny")  # fmt: skip
+          "vww_transfer_mnist", "resnet8", "lstm_motions", "transformer_motions", "autoencoder",
+          "vit_tiny")  # fmt: skip
 # Exporter options that are not PTQ methods (present before issue #15).
 NOT_PTQ = {
     "tflite": {"calibration", "input_signature", "denylisted_nodes", "denylisted_ops"},

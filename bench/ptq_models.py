@@ -63,6 +63,16 @@ TRANSFER_RECIPE = "models/cifar10-vww-transfer.yaml"
 FROM_RECIPES: dict[str, tuple[str, dict]] = {
     "vww_transfer": (TRANSFER_RECIPE, {}),
     "vww_transfer_full": (TRANSFER_RECIPE, {"dataset.max_samples": None}),
+    # the same frozen-BatchNorm backbone on other data: MNIST's 10,000 digits (gray, 28x28,
+    # to RGB 96x96 inside the model), shifts instead of flips
+    "vww_transfer_mnist": (
+        TRANSFER_RECIPE,
+        {
+            "dataset.name": "mnist-idx:../shared/data/mnist-test",
+            "dataset.max_samples": None,
+            "preprocess.augment": {"translation": 0.05},
+        },
+    ),
     "resnet8": ("models/cifar10-resnet8.yaml", {}),  # MLPerf Tiny IC, its full 30-epoch recipe
     "lstm_motions": ("models/basic-motions-lstm.yaml", {}),  # fused LSTM, BasicMotions
     "transformer_motions": (  # the same data and recipe, transformer_tiny (attention, LayerNorm)

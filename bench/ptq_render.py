@@ -23,6 +23,9 @@ DESCRIBED = {
     "(models/cifar10-vww-transfer.yaml: 3,000 images, 32x32 resized to 96x96 in the model)",
     "vww_transfer_full": "vww_96.h5's MobileNetV1-0.25 backbone fine-tuned on CIFAR-10 "
     "(models/cifar10-vww-transfer.yaml on all 10,000 images, 32x32 resized to 96x96 in the model)",
+    "vww_transfer_mnist": "vww_96.h5's MobileNetV1-0.25 backbone fine-tuned on MNIST "
+    "(models/cifar10-vww-transfer.yaml on ../shared/data/mnist-test's 10,000 digits, 28x28 gray "
+    "to 96x96 RGB in the model, shifts instead of flips)",
     "resnet8": "ResNet-8, MLPerf Tiny IC (models/cifar10-resnet8.yaml, its full 30-epoch recipe, "
     "CIFAR-10 32x32)",
     "lstm_motions": "LSTM on BasicMotions (models/basic-motions-lstm.yaml; fused "
