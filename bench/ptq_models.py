@@ -83,7 +83,7 @@ FROM_RECIPES: dict[str, tuple[str, dict]] = {
 }
 
 
-def _spec(key: str) -> dict:
+def spec(key: str) -> dict:
     if key in FROM_RECIPES:
         import yaml
 
@@ -105,14 +105,14 @@ def trained_run(work: Path, key: str, epochs: int | None = None) -> Path:
     from toolkit.core.recipe import parse_recipe
     from toolkit.pipeline.training import run_training
 
-    spec = _spec(key)
+    recipe_spec = spec(key)
     if epochs:
-        spec["train"]["epochs"] = epochs
-    run = work / "runs" / spec["name"]
+        recipe_spec["train"]["epochs"] = epochs
+    run = work / "runs" / recipe_spec["name"]
     if (run / "model.keras").is_file() and (run / "metrics.json").is_file():
         return run
     run_training(
-        parse_recipe(spec, f"bench/ptq_models.py:{key}"), runs_dir=work / "runs", force=True
+        parse_recipe(recipe_spec, f"bench/ptq_models.py:{key}"), runs_dir=work / "runs", force=True
     )
     return run
 

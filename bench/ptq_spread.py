@@ -53,7 +53,7 @@ def cached_model(work: Path, key: str) -> Any | None:
 
     if key == "vww_96":
         return load_model(ptq_models.VWW).model
-    run = work / "runs" / ptq_models._spec(key)["name"]
+    run = work / "runs" / ptq_models.spec(key)["name"]
     return load_model(run).model if (run / "model.keras").is_file() else None
 
 

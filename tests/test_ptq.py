@@ -413,3 +413,22 @@ def test_onnx_entropy_ranges_are_not_min_max(mlp, tmp_path) -> None:
     assert minmax.keys() == entropy.keys() and minmax
     assert all(entropy[k] <= minmax[k] * (1 + 1e-6) for k in minmax), (minmax, entropy)
     assert any(entropy[k] < 0.9 * minmax[k] for k in minmax), (minmax, entropy)
+
+
+def test_onnx_entropy_on_an_older_onnxruntime_is_a_clear_error(mlp, tmp_path, monkeypatch) -> None:
+    """Before 1.32 quantize_static takes no calibration cache, so the 2048-bin ranges cannot
+    reach it: one UserError that names the way out, and no file left where the artifact was."""
+    import onnxruntime.quantization as ortq
+
+    from toolkit.core.errors import UserError
+
+    real = ortq.quantize_static
+
+    def quantize_static(model_input, model_output, calibration_data_reader, **kwargs):  # 1.31's
+        return real(model_input, model_output, calibration_data_reader, **kwargs)
+
+    monkeypatch.setattr(ortq, "quantize_static", quantize_static)
+    model, x = mlp
+    with pytest.raises(UserError, match=r"onnxruntime >= 1\.32.*percentile"):
+        convert(model, "onnx-int8", tmp_path / "old", calibration=x, ranges="entropy")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], list(tmp_path.rglob("*"))
