@@ -13,9 +13,10 @@ LayerNorm, attention) at 32x32; the built-in recipes of ptq_models.FROM_RECIPES.
 
 Rows per (model, granularity): float Keras and the float .tflite/.onnx every tool starts
 from; plain TFLiteConverter int8; onnxruntime quantize_static (MinMax, Entropy, Percentile);
-ai-edge-quantizer static_wi8_ai8 (min-max, MSE weights); nncf.quantize (fast / full bias
-correction); ours: toolkit.convert with every PTQ option its exporters take at run time
-(discovered by signature, see `ours_rows`), plus any toolkit.optimize equalization / bias
+ai-edge-quantizer static_wi8_ai8 (min-max, MSE weights, true min/max calibration);
+nncf.quantize (fast / full bias correction, full with MINMAX activation ranges); ours:
+toolkit.convert with every PTQ option its exporters take at run time (discovered by
+signature, see `ours_rows`), plus any toolkit.optimize equalization / bias
 correction helper that exists. Needs the `ptq` extra (`pip install -e ".[ptq]"`).
 """
 
@@ -247,11 +248,16 @@ def run_case(
         label = "static_wi8_ai8" + (" + MSE weights" if algo == "mse" else "")
         make = partial(anchors.aeq, tfl32, out, calib, pt, algo)
         makers.append(("anchor", f"ai-edge-quantizer {label}", make))
+    # each tool's calibration with the all-sample min/max instead of its per-sample average
+    make = partial(anchors.aeq, tfl32, out, calib, pt, "min_max", true_min_max=True)
+    makers.append(("anchor", "ai-edge-quantizer static_wi8_ai8, true min/max", make))
     for fast in (True, False):
         make = partial(anchors.nncf_quantize, onnx32, out, calib, pt, fast)
         makers.append(
             ("anchor", f"nncf.quantize, {'fast' if fast else 'full'} bias correction", make)
         )
+    make = partial(anchors.nncf_quantize, onnx32, out, calib, pt, False, minmax=True)
+    makers.append(("anchor", "nncf.quantize, full bias correction, MINMAX ranges", make))
     notes: list[str] = []
     for fmt in ("tflite", "onnx"):
         probe = partial(_probe, model, f"{fmt}-int8", out / "probe", calib)

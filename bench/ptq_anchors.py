@@ -56,24 +56,33 @@ def ort_static(fp32: Path, out: Path, calib: np.ndarray, per_tensor: bool, metho
     return path
 
 
-def nncf_quantize(fp32: Path, out: Path, calib: np.ndarray, per_tensor: bool, fast: bool) -> Path:
+def nncf_quantize(
+    fp32: Path, out: Path, calib: np.ndarray, per_tensor: bool, fast: bool, minmax: bool = False
+) -> Path:
     """nncf.quantize on the fp32 ONNX: every calibration sample (subset_size = all of them),
-    fast or full bias correction; per tensor through advanced_parameters."""
+    fast or full bias correction; per tensor through advanced_parameters.
+
+    nncf's per-tensor activation ranges default to MEAN_MINMAX, the mean over samples of each
+    sample's min and max (nncf 3.4, min_max/algorithm.py), which clips every sample above the
+    average; `minmax` asks for RangeEstimatorParametersSet.MINMAX (the min and max over all
+    samples, TFLiteConverter's and ORT MinMax's rule)."""
     import nncf
     import onnx
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         QuantizationParameters,
     )
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     proto = onnx.load(str(fp32))
     name = proto.graph.input[0].name
     items = [{name: calib[i : i + 1]} for i in range(len(calib))]
-    advanced = None
+    options: dict[str, Any] = {}
     if per_tensor:
-        advanced = AdvancedQuantizationParameters(
-            weights_quantization_params=QuantizationParameters(per_channel=False)
-        )
+        options["weights_quantization_params"] = QuantizationParameters(per_channel=False)
+    if minmax:
+        options["activations_range_estimator_params"] = RangeEstimatorParametersSet.MINMAX
+    advanced = AdvancedQuantizationParameters(**options) if options else None
     quantized = nncf.quantize(
         proto,
         nncf.Dataset(items),
@@ -81,7 +90,8 @@ def nncf_quantize(fp32: Path, out: Path, calib: np.ndarray, per_tensor: bool, fa
         fast_bias_correction=fast,
         advanced_parameters=advanced,
     )
-    path = out / f"nncf-{'fast' if fast else 'full'}-bc-{'pt' if per_tensor else 'pc'}.onnx"
+    ranges = "-minmax" if minmax else ""
+    path = out / f"nncf-{'fast' if fast else 'full'}-bc{ranges}-{'pt' if per_tensor else 'pc'}.onnx"
     onnx.save(quantized, str(path))
     return path
 
