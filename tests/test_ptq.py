@@ -401,8 +401,9 @@ def _onnx_activation_scales(path) -> dict[str, float]:
 
 def test_onnx_entropy_ranges_are_not_min_max(mlp, tmp_path) -> None:
     """Through quantize_static alone ORT's entropy calibrator has 128 bins for 128 quantized
-    bins, one KL candidate (the full range): its file was min-max's, scale for scale. With
-    2048 bins the KL threshold clips the heavy-tailed activations, so some range shrinks."""
+    bins, one KL candidate (the full range): its file was min-max's, scale for scale. With a
+    KL search over ORT's 4096-bin histograms the threshold clips the heavy-tailed activations,
+    so some range shrinks."""
     model, x = mlp
     x = x.copy()
     x[:4] *= 20  # a few outliers: min-max must cover them, a KL threshold need not
@@ -416,7 +417,7 @@ def test_onnx_entropy_ranges_are_not_min_max(mlp, tmp_path) -> None:
 
 
 def test_onnx_entropy_on_an_older_onnxruntime_is_a_clear_error(mlp, tmp_path, monkeypatch) -> None:
-    """Before 1.32 quantize_static takes no calibration cache, so the 2048-bin ranges cannot
+    """Before 1.32 quantize_static takes no calibration cache, so the KL ranges cannot
     reach it: one UserError that names the way out, and no file left where the artifact was."""
     import onnxruntime.quantization as ortq
 

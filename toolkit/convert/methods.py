@@ -27,10 +27,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            {"ranges": "percentile"}),
     Method("mse", "activation ranges that minimise the int8 rounding + clipping error",
            {"ranges": "mse"}, ("tflite",)),
-    # 2048-bin KL search: 166-219 s on vit_tiny where percentile takes 5-6 s for most of its
-    # gain (RESULTS.md, "PTQ: a small vision transformer"), too slow for a tier whose rungs
-    # take seconds; --ptq entropy runs it
-    Method("entropy", "KL-divergence (entropy) activation ranges, TensorRT's 2048 bins",
+    # not a rung: with ORT's KL search it took 166-219 s on vit_tiny where percentile takes
+    # 5-6 s for most of its gain (RESULTS.md, "PTQ: a small vision transformer"); our search
+    # (kl_ranges.py) is ~0.07 s a tensor, ORT's 4096-bin collection is not re-timed there
+    Method("entropy", "KL-divergence (entropy) activation ranges, TensorRT's search",
            {"ranges": "entropy"}, ("onnx",), in_ladder=False),
     Method("bias-correction", "biases absorb the mean output shift of the int8 weights",
            {"bias_correction": True}),

@@ -52,19 +52,23 @@ def calibration_reader(input_name: str, data: np.ndarray, even: bool = False) ->
 # ORT's quantize_static builds its entropy calibrator with 128 histogram bins and 128
 # quantized bins, and no option reaches them: the KL search then has one candidate, the full
 # range, so its "entropy" wrote min-max's very file (every row of RESULTS.md's main PTQ table).
-# TensorRT's 2048 / 128 is the KL calibration users mean; the ranges reach quantize_static
-# through its calibration cache.
-ENTROPY_BINS = {"num_bins": 2048, "num_quantized_bins": 128}
+# ORT's collector gathers the histograms (4096 bins over [-t, t]: TensorRT's 2048 of |x|);
+# toolkit.convert.kl_ranges searches them, since ORT's own search collapses post-ReLU ranges;
+# the ranges reach quantize_static through its calibration cache.
+ENTROPY_BINS = {"num_bins": 4096, "num_quantized_bins": 128}
 
 
 def entropy_cache(source: Path, calibration: np.ndarray, input_name: str, where: Path) -> Path:
     """KL-calibrated tensor ranges of `source`, saved as quantize_static's calibration cache."""
     from onnxruntime.quantization.calibrate import (
         CalibrationMethod,
+        TensorsData,
         create_calibrator,
         save_tensors_data,
     )
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    from toolkit.convert.kl_ranges import kl_range
 
     ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # quantize_static's default
     calibrator = create_calibrator(
@@ -73,9 +77,12 @@ def entropy_cache(source: Path, calibration: np.ndarray, input_name: str, where:
     )  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
         calibrator.collect_data(calibration_reader(input_name, calibration, even=True))
-        ranges = calibrator.compute_data()
+    ranges = {}
+    for name, (hist, edges, low, high, *_) in calibrator.collector.histogram_dict.items():
+        lo, hi = kl_range(hist, edges, float(low), float(high))
+        ranges[name] = (np.float32(lo), np.float32(hi), hist, edges)
     cache = where / "entropy-ranges.json"
-    save_tensors_data(ranges, cache)
+    save_tensors_data(TensorsData(CalibrationMethod.Entropy, ranges), cache)
     return cache
 
 
